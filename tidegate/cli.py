@@ -1,0 +1,102 @@
+"""The ``tidegate`` command.
+
+    tidegate playground                      a throwaway server on 127.0.0.1:4566
+    tidegate start --data-dir DIR [--listen HOST:PORT]
+                                             the persistent server; SIGTERM stops it cleanly
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from tidegate.meta.database import Database
+from tidegate.server.pgwire import PgServer
+from tidegate.server.session import Session
+
+DEFAULT_LISTEN = "127.0.0.1:4566"
+log = logging.getLogger("tidegate")
+
+
+def _parse_listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"--listen needs HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+async def _serve(database: Database, host: str, port: int, banner: str) -> None:
+    server = PgServer(lambda user, dbname: Session(database, user, dbname), host=host, port=port)
+    await server.start()
+    print(banner.format(host=host, port=server.port), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    serving = asyncio.ensure_future(server.serve_forever())
+    await stop.wait()
+    log.info("shutting down")
+    await server.close()
+    serving.cancel()
+
+
+def _run(data_dir: Path, host: str, port: int, banner: str) -> int:
+    try:
+        database = Database(data_dir)
+    except Exception as error:
+        print(f"tidegate: cannot open data dir {data_dir}: {error}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(_serve(database, host, port, banner))
+    except OSError as error:
+        print(f"tidegate: cannot listen on {host}:{port}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        database.close()
+    return 0
+
+
+PLAYGROUND_BANNER = """\
+tidegate playground is running (data in a temporary directory, gone when it stops).
+
+  Connect:  psql -h {host} -p {port} -d dev -U root
+
+Try:
+  CREATE TABLE orders (order_id INT, product_category VARCHAR, amount DECIMAL, order_time TIMESTAMP);
+  CREATE MATERIALIZED VIEW revenue_by_category AS
+    SELECT product_category, COUNT(*) AS order_count, SUM(amount) AS total_revenue
+    FROM orders GROUP BY product_category;
+  INSERT INTO orders VALUES (1, 'Electronics', 299.99, '2026-04-01 10:00:00');
+  SELECT * FROM revenue_by_category;
+
+Press Ctrl-C to stop."""
+
+START_BANNER = "tidegate is serving {data_dir} on {{host}}:{{port}} (psql -h {{host}} -p {{port}} -d dev -U root)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tidegate", description="A streaming SQL database.")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+    playground = commands.add_parser("playground", help="run a throwaway server on 127.0.0.1:4566")
+    playground.add_argument("--listen", type=_parse_listen, default=_parse_listen(DEFAULT_LISTEN))
+    start = commands.add_parser("start", help="run the persistent server on a data directory")
+    start.add_argument("--data-dir", type=Path, required=True)
+    start.add_argument("--listen", type=_parse_listen, default=_parse_listen(DEFAULT_LISTEN))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, port = args.listen
+    if args.command == "playground":
+        with tempfile.TemporaryDirectory(prefix="tidegate-playground-") as data_dir:
+            return _run(Path(data_dir), host, port, PLAYGROUND_BANNER)
+    data_dir = args.data_dir.resolve()
+    return _run(data_dir, host, port, START_BANNER.format(data_dir=data_dir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

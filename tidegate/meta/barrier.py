@@ -1,0 +1,144 @@
+"""The barrier coordinator: injects barriers, collects them, commits epochs in order.
+
+Runs on the stream loop (DESIGN §5). Every ``barrier_interval_ms`` — or at
+once, for a FLUSH or a DDL command — it takes a new epoch and injects barrier
+``(prev → curr)`` into every source actor. Each actor reports the barrier once
+its dispatcher forwarded it. When every actor that existed at injection has
+reported, epoch ``prev`` is complete: the coordinator commits it in the state
+store (batch reads may now see it) and wakes whoever waited for it. Barriers
+are pipelined, but commits happen strictly in epoch order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tidegate.common.epoch import EpochGenerator, EpochPair
+from tidegate.errors import InternalError
+from tidegate.state.store import StateStore
+from tidegate.stream.messages import Barrier, BarrierKind, Mutation, StopMutation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Command:
+    """A change injected with the next barrier; ``done`` resolves with the epoch it completed."""
+
+    mutation: Mutation | None = None
+    new_sources: dict[int, Callable[[Barrier], None]] = field(default_factory=dict)
+    new_actors: set[int] = field(default_factory=set)
+    kind: BarrierKind = BarrierKind.CHECKPOINT
+    done: asyncio.Future[int] | None = None
+
+
+@dataclass
+class _InFlight:
+    barrier: Barrier
+    remaining: set[int]
+    waiters: list[asyncio.Future[int]]
+
+
+class BarrierCoordinator:
+    def __init__(self, store: StateStore, epochs: EpochGenerator, barrier_interval_ms: int) -> None:
+        self.store = store
+        self.epochs = epochs
+        self.barrier_interval_ms = barrier_interval_ms
+        self.sources: dict[int, Callable[[Barrier], None]] = {}
+        self.actors: set[int] = set()
+        self.failure: BaseException | None = None
+        self._last_curr = store.max_committed_epoch
+        self._inflight: collections.deque[_InFlight] = collections.deque()
+        self._commands: asyncio.Queue[Command] = asyncio.Queue()
+        self._stopped = False
+        self._failed_actor: int | None = None
+
+    async def run(self) -> None:
+        while not self._stopped:
+            timeout = self.barrier_interval_ms / 1000
+            try:
+                command = await asyncio.wait_for(self._commands.get(), timeout)
+            except TimeoutError:
+                command = Command()
+            if self._stopped:
+                if command.done is not None and not command.done.done():
+                    command.done.set_exception(InternalError("tidegate is shutting down"))
+                break
+            if not self.actors and not command.new_actors:
+                if command.done is not None:
+                    command.done.set_result(self.store.max_committed_epoch)
+                continue
+            self._inject(command)
+
+    def submit(self, command: Command) -> asyncio.Future[int]:
+        """Queue a command for the next barrier (call on the stream loop)."""
+        if command.done is None:
+            command.done = asyncio.get_running_loop().create_future()
+        if self.failure is not None:
+            command.done.set_exception(self._failure_error())
+            return command.done
+        self._commands.put_nowait(command)
+        return command.done
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._commands.put_nowait(Command())
+
+    def _inject(self, command: Command) -> None:
+        curr = self.epochs.next()
+        barrier = Barrier(EpochPair(curr, self._last_curr), command.kind, command.mutation)
+        self._last_curr = curr
+        self.sources.update(command.new_sources)
+        expected = self.actors | command.new_actors
+        waiters = [command.done] if command.done is not None else []
+        self._inflight.append(_InFlight(barrier, set(expected), waiters))
+        self.actors = set(expected)
+        if isinstance(command.mutation, StopMutation):
+            self.actors -= command.mutation.actors
+        for actor_id, inject in list(self.sources.items()):
+            inject(barrier)
+            if barrier.stops(actor_id):
+                del self.sources[actor_id]
+
+    # ---- called by actors -----------------------------------------------
+    def collect(self, actor_id: int, barrier: Barrier) -> None:
+        for inflight in self._inflight:
+            if inflight.barrier.epoch.curr == barrier.epoch.curr:
+                inflight.remaining.discard(actor_id)
+                break
+        else:
+            raise InternalError(f"actor {actor_id} collected unknown barrier {barrier.epoch}")
+        self._complete_ready()
+
+    def actor_failed(self, actor_id: int, error: BaseException) -> None:
+        self.failure = error
+        self._failed_actor = actor_id
+        failure = self._failure_error()
+        while self._inflight:
+            for waiter in self._inflight.popleft().waiters:
+                if not waiter.done():
+                    waiter.set_exception(failure)
+
+    def _failure_error(self) -> InternalError:
+        return InternalError(
+            f"streaming actor {self._failed_actor} failed: {self.failure!r}; "
+            "views stop updating until tidegate restarts"
+        )
+
+    def _complete_ready(self) -> None:
+        while self._inflight and not self._inflight[0].remaining:
+            done = self._inflight.popleft()
+            completed = done.barrier.epoch.prev
+            if completed > self.store.max_committed_epoch:
+                self.store.commit_epoch(completed)
+            for waiter in done.waiters:
+                if not waiter.done():
+                    waiter.set_result(completed)
+
+    @property
+    def last_injected(self) -> int:
+        return self._last_curr

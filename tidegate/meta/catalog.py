@@ -1,0 +1,152 @@
+"""The catalog: every relation a user declared, with its columns and its plan.
+
+The catalog is owned by meta. The frontend reads it to bind SQL, the pgwire
+layer reads it to answer ``pg_catalog`` queries, and the meta store persists it
+(one row per relation) so a restart rebuilds every streaming job from it.
+
+Invariants: relation names are unique (case-folded as PostgreSQL folds unquoted
+identifiers); ``dependencies`` names only relations that exist; a relation is
+dropped only after every relation depending on it is.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from tidegate.common.types import SqlType, parse_type_name
+
+
+class RelationKind(str, Enum):
+    TABLE = "table"
+    MATERIALIZED_VIEW = "materialized view"
+
+    @property
+    def pg_relkind(self) -> str:
+        return {"table": "r", "materialized view": "m"}[self.value]
+
+
+@dataclass(frozen=True)
+class ColumnDef:
+    name: str
+    type: SqlType
+    nullable: bool = True
+    # Hidden columns (a table's ``_row_id``, a view's stream key) are stored but
+    # not shown by ``SELECT *`` or ``\d``.
+    hidden: bool = False
+
+
+@dataclass
+class Relation:
+    id: int
+    name: str
+    kind: RelationKind
+    columns: list[ColumnDef]
+    # Indices into ``columns`` of the key that identifies a row in storage.
+    pk: list[int]
+    # True when the user declared PRIMARY KEY (a table) rather than tidegate choosing a key.
+    user_pk: bool = False
+    definition: str = ""
+    dependencies: list[int] = field(default_factory=list)
+    # The stream plan, serialized by ``tidegate.sql.plan``; empty for tables.
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def visible_columns(self) -> list[ColumnDef]:
+        return [c for c in self.columns if not c.hidden]
+
+    def column_index(self, name: str) -> int | None:
+        for i, column in enumerate(self.columns):
+            if column.name == name:
+                return i
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind.value,
+            "columns": [
+                {"name": c.name, "type": _type_to_text(c.type), "nullable": c.nullable, "hidden": c.hidden}
+                for c in self.columns
+            ],
+            "pk": self.pk,
+            "user_pk": self.user_pk,
+            "definition": self.definition,
+            "dependencies": self.dependencies,
+            "plan": self.plan,
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Relation:
+        return Relation(
+            id=data["id"],
+            name=data["name"],
+            kind=RelationKind(data["kind"]),
+            columns=[
+                ColumnDef(c["name"], parse_type_name(c["type"]), c["nullable"], c["hidden"])
+                for c in data["columns"]
+            ],
+            pk=list(data["pk"]),
+            user_pk=data["user_pk"],
+            definition=data["definition"],
+            dependencies=list(data["dependencies"]),
+            plan=data["plan"],
+        )
+
+
+def _type_to_text(t: SqlType) -> str:
+    if t.kind == "numeric" and t.precision is not None:
+        return f"numeric({t.precision},{t.scale or 0})"
+    if t.kind == "character varying" and t.length is not None:
+        return f"varchar({t.length})"
+    return t.kind
+
+
+class Catalog:
+    """The in-memory catalog. Thread-safe: sessions read it while DDL changes it."""
+
+    def __init__(self, relations: Iterable[Relation] = ()) -> None:
+        self._lock = threading.RLock()
+        self._by_name: dict[str, Relation] = {}
+        self._by_id: dict[int, Relation] = {}
+        for relation in relations:
+            self._put(relation)
+
+    def _put(self, relation: Relation) -> None:
+        self._by_name[relation.name] = relation
+        self._by_id[relation.id] = relation
+
+    def add(self, relation: Relation) -> None:
+        with self._lock:
+            assert relation.name not in self._by_name, relation.name
+            self._put(relation)
+
+    def remove(self, relation_id: int) -> None:
+        with self._lock:
+            relation = self._by_id.pop(relation_id)
+            del self._by_name[relation.name]
+
+    def get(self, name: str) -> Relation | None:
+        with self._lock:
+            return self._by_name.get(name)
+
+    def by_id(self, relation_id: int) -> Relation:
+        with self._lock:
+            return self._by_id[relation_id]
+
+    def relations(self) -> list[Relation]:
+        with self._lock:
+            return sorted(self._by_id.values(), key=lambda r: r.id)
+
+    def dependents(self, relation_id: int) -> list[Relation]:
+        """Relations reading ``relation_id`` directly."""
+        with self._lock:
+            return [r for r in self._by_id.values() if relation_id in r.dependencies]
+
+    def next_id(self) -> int:
+        with self._lock:
+            return max(self._by_id, default=1000) + 1

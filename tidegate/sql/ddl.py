@@ -1,0 +1,152 @@
+"""Binding of DDL: CREATE TABLE, CREATE MATERIALIZED VIEW and DROP become catalog changes."""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from tidegate.common.sqltext import position_of
+from tidegate.common.types import BIGINT, parse_type_name
+from tidegate.connectors.table_writer import ROW_ID_COLUMN
+from tidegate.errors import (
+    DependentObjectsExist,
+    DuplicateObject,
+    FeatureNotSupported,
+    SqlError,
+    UndefinedColumn,
+    UndefinedRelation,
+    WrongObjectType,
+)
+from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind
+from tidegate.sql.planner import plan_materialized_view
+
+
+def check_name_free(catalog: Catalog, name: str, node: exp.Expression) -> None:
+    if catalog.get(name) is not None:
+        raise DuplicateObject(f'relation "{name}" already exists', position=position_of(node))
+
+
+def bind_create_table(create: exp.Create, catalog: Catalog, relation_id: int, sql: str) -> Relation:
+    schema = create.this
+    if not isinstance(schema, exp.Schema):
+        raise FeatureNotSupported("CREATE TABLE needs a column list")
+    name = schema.this.name
+    columns: list[ColumnDef] = []
+    pk_names: list[str] = []
+    for item in schema.expressions:
+        if isinstance(item, exp.PrimaryKey):
+            if pk_names:
+                raise SqlError(f'multiple primary keys for table "{name}" are not allowed')
+            pk_names = [e.name for e in item.expressions]
+            continue
+        if not isinstance(item, exp.ColumnDef):
+            raise FeatureNotSupported(f"table constraint {item.sql('postgres')} is not supported")
+        column_name = item.name
+        if any(c.name == column_name for c in columns):
+            raise SqlError(f'column "{column_name}" specified more than once', position=position_of(item))
+        if item.args.get("kind") is None:
+            raise SqlError(f'column "{column_name}" needs a type', position=position_of(item))
+        sql_type = parse_type_name(item.args["kind"].sql("postgres"))
+        nullable = True
+        for constraint in item.args.get("constraints") or []:
+            kind = constraint.args.get("kind")
+            if isinstance(kind, exp.PrimaryKeyColumnConstraint):
+                if pk_names:
+                    raise SqlError(f'multiple primary keys for table "{name}" are not allowed')
+                pk_names = [column_name]
+            elif isinstance(kind, exp.NotNullColumnConstraint):
+                nullable = bool(kind.args.get("allow_null"))
+            else:
+                raise FeatureNotSupported(
+                    f"column constraint {constraint.sql('postgres')} is not supported",
+                    position=position_of(constraint),
+                )
+        columns.append(ColumnDef(column_name, sql_type, nullable))
+    if not columns:
+        raise SqlError("a table needs at least one column")
+    names = [c.name for c in columns]
+    for key in pk_names:
+        if key not in names:
+            raise UndefinedColumn(f'column "{key}" named in key does not exist')
+    if pk_names:
+        columns = [ColumnDef(c.name, c.type, False, c.hidden) if c.name in pk_names else c for c in columns]
+        pk = [names.index(k) for k in pk_names]
+    else:
+        columns.append(ColumnDef(ROW_ID_COLUMN, BIGINT, False, hidden=True))
+        pk = [len(columns) - 1]
+    return Relation(
+        id=relation_id,
+        name=name,
+        kind=RelationKind.TABLE,
+        columns=columns,
+        pk=pk,
+        user_pk=bool(pk_names),
+        definition=sql,
+    )
+
+
+def bind_create_materialized_view(create: exp.Create, catalog: Catalog, relation_id: int, sql: str) -> Relation:
+    name = create.this.name
+    select = create.args.get("expression")
+    if select is None:
+        raise SqlError("CREATE MATERIALIZED VIEW needs AS SELECT …")
+    view = plan_materialized_view(select, catalog)
+    return Relation(
+        id=relation_id,
+        name=name,
+        kind=RelationKind.MATERIALIZED_VIEW,
+        columns=view.columns,
+        pk=view.pk,
+        definition=select.sql("postgres", pretty=True),
+        dependencies=view.dependencies,
+        plan=view.plan,
+    )
+
+
+def bind_drop(drop: exp.Drop, catalog: Catalog) -> list[Relation]:
+    """The relations to drop, dependents before what they depend on; [] for IF EXISTS misses."""
+    kind = (drop.args.get("kind") or "").upper()
+    materialized = bool(drop.args.get("materialized")) or "MATERIALIZED" in drop.sql("postgres").upper()
+    expected = RelationKind.MATERIALIZED_VIEW if (kind == "VIEW" and materialized) else None
+    if kind == "TABLE":
+        expected = RelationKind.TABLE
+    if expected is None:
+        raise FeatureNotSupported(f"DROP {kind} is not supported")
+    cascade = bool(drop.args.get("cascade"))
+    targets = drop.expressions if drop.expressions else [drop.this]
+    ordered: list[Relation] = []
+    for target in targets:
+        relation = catalog.get(target.name)
+        if relation is None:
+            if drop.args.get("exists"):
+                continue
+            what = "table" if expected is RelationKind.TABLE else "materialized view"
+            raise UndefinedRelation(f'{what} "{target.name}" does not exist', position=position_of(target))
+        if relation.kind is not expected:
+            what = "a table" if expected is RelationKind.TABLE else "a materialized view"
+            raise WrongObjectType(
+                f'"{relation.name}" is not {what}', hint=f"Use DROP {_drop_word(relation.kind)} to remove it."
+            )
+        for dependent in _dependents_first(catalog, relation):
+            if dependent.id != relation.id and not cascade and dependent not in ordered:
+                raise DependentObjectsExist(
+                    f'cannot drop {relation.kind.value} {relation.name} because other objects depend on it',
+                    hint=f"materialized view {dependent.name} depends on {relation.kind.value} "
+                    f"{relation.name}. Use DROP ... CASCADE to drop the dependent objects too.",
+                )
+            if all(r.id != dependent.id for r in ordered):
+                ordered.append(dependent)
+    return ordered
+
+
+def _drop_word(kind: RelationKind) -> str:
+    return "TABLE" if kind is RelationKind.TABLE else "MATERIALIZED VIEW"
+
+
+def _dependents_first(catalog: Catalog, relation: Relation) -> list[Relation]:
+    out: list[Relation] = []
+    for dependent in catalog.dependents(relation.id):
+        for item in _dependents_first(catalog, dependent):
+            if all(r.id != item.id for r in out):
+                out.append(item)
+    out.append(relation)
+    return out

@@ -1,0 +1,207 @@
+"""The state store: where every state table's rows live, versioned by epoch.
+
+Data flow (DESIGN §6): an operator writes into its StateTable's memtable; on a
+barrier ``StateTable.commit(epoch)`` seals those writes into the store as that
+epoch's *delta* (the shared buffer). Meta later calls ``commit_epoch(epoch)``
+when every actor has passed the barrier: only then do batch reads at
+``max_committed_epoch`` see the epoch.
+
+This module holds the interface and the in-memory implementation. Rows are kept
+columnar: a table's history is a *base* (its live rows at ``base_epoch``) plus
+the sealed deltas after it. A read at epoch E merges the base with the deltas up
+to E; the merge is a plain concatenation while the deltas only insert, and a
+last-writer-wins dedupe by primary key once they delete. Compaction folds old
+deltas into the base, never past an epoch that a reader has pinned.
+
+Delta layout: the table's columns plus a leading ``__op`` column (``Op``).
+Within one table, writers keep the stream invariant (per key, inserts and
+deletes alternate), which is what makes the concatenation fast path correct.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tidegate.common.chunk import Op
+from tidegate.errors import InternalError
+
+OP_COLUMN = "__op"
+SEQ_COLUMN = "__seq"
+# Fold deltas into the base once this many pile up behind the oldest pin.
+COMPACT_AFTER_DELTAS = 16
+
+
+class StateStore(Protocol):
+    """Versioned, columnar rows of every state table."""
+
+    @property
+    def max_committed_epoch(self) -> int: ...
+
+    def register_table(self, table_id: int, schema: pa.Schema, pk: list[int]) -> None: ...
+
+    def seal(self, table_id: int, epoch: int, delta: pa.Table) -> None:
+        """Add ``delta`` (``__op`` + rows) as table ``table_id``'s writes of ``epoch``."""
+
+    def commit_epoch(self, epoch: int) -> None:
+        """Every table's writes up to ``epoch`` are complete; batch reads may see them."""
+
+    def snapshot(self, table_id: int, epoch: int) -> pa.Table:
+        """The table's live rows as of ``epoch`` (sealed writes, committed or not)."""
+
+    def pin(self, epoch: int) -> contextlib.AbstractContextManager[None]:
+        """Keep ``epoch`` readable (not compacted away) inside the ``with`` block."""
+
+    def drop_table(self, table_id: int) -> None: ...
+
+
+@dataclass
+class _TableHistory:
+    schema: pa.Schema
+    pk_names: list[str]
+    base: pa.Table
+    base_epoch: int = 0
+    deltas: list[tuple[int, pa.Table]] = field(default_factory=list)
+
+
+class MemoryStateStore:
+    """All state in memory. Used by tests and as the embedded store of this release."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._tables: dict[int, _TableHistory] = {}
+        self._max_committed_epoch = 0
+        self._pins: dict[int, int] = {}
+        self._committed = threading.Condition(self._lock)
+
+    @property
+    def max_committed_epoch(self) -> int:
+        return self._max_committed_epoch
+
+    def register_table(self, table_id: int, schema: pa.Schema, pk: list[int]) -> None:
+        with self._lock:
+            if table_id in self._tables:
+                existing = self._tables[table_id]
+                assert existing.schema.equals(schema), (table_id, existing.schema, schema)
+                return
+            self._tables[table_id] = _TableHistory(
+                schema=schema, pk_names=[schema.names[i] for i in pk], base=schema.empty_table()
+            )
+
+    def seal(self, table_id: int, epoch: int, delta: pa.Table) -> None:
+        with self._lock:
+            history = self._history(table_id)
+            if history.deltas and history.deltas[-1][0] >= epoch:
+                raise InternalError(
+                    f"state table {table_id}: epoch {epoch} sealed after epoch {history.deltas[-1][0]}"
+                )
+            if delta.num_rows:
+                history.deltas.append((epoch, delta))
+
+    def commit_epoch(self, epoch: int) -> None:
+        with self._lock:
+            assert epoch >= self._max_committed_epoch, (epoch, self._max_committed_epoch)
+            self._max_committed_epoch = epoch
+            self._committed.notify_all()
+
+    def wait_committed(self, epoch: int, timeout_s: float | None = None) -> bool:
+        with self._lock:
+            return self._committed.wait_for(lambda: self._max_committed_epoch >= epoch, timeout_s)
+
+    @contextlib.contextmanager
+    def pin(self, epoch: int) -> Iterator[None]:
+        with self._lock:
+            self._pins[epoch] = self._pins.get(epoch, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pins[epoch] -= 1
+                if not self._pins[epoch]:
+                    del self._pins[epoch]
+
+    def snapshot(self, table_id: int, epoch: int) -> pa.Table:
+        with self._lock:
+            history = self._history(table_id)
+            if epoch < history.base_epoch:
+                raise InternalError(
+                    f"state table {table_id}: epoch {epoch} was compacted away (base {history.base_epoch})"
+                )
+            deltas = [d for e, d in history.deltas if e <= epoch]
+            base = history.base
+        merged = merge_deltas(base, deltas, history.pk_names)
+        self._maybe_compact(table_id, epoch, merged, len(deltas))
+        return merged
+
+    def drop_table(self, table_id: int) -> None:
+        with self._lock:
+            self._tables.pop(table_id, None)
+
+    def table_ids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._tables)
+
+    def _history(self, table_id: int) -> _TableHistory:
+        history = self._tables.get(table_id)
+        if history is None:
+            raise InternalError(f"state table {table_id} is not registered")
+        return history
+
+    def _maybe_compact(self, table_id: int, epoch: int, merged: pa.Table, folded: int) -> None:
+        """Fold the deltas a read just merged into the base, when no reader needs older epochs."""
+        if folded < COMPACT_AFTER_DELTAS and not (folded and merged.num_rows < 1024):
+            return
+        with self._lock:
+            history = self._tables.get(table_id)
+            if history is None:
+                return
+            oldest_pin = min(self._pins, default=epoch)
+            horizon = min(epoch, oldest_pin, self._max_committed_epoch)
+            if horizon != epoch or epoch <= history.base_epoch:
+                return
+            history.base = merged
+            history.base_epoch = epoch
+            history.deltas = [(e, d) for e, d in history.deltas if e > epoch]
+
+
+def merge_deltas(base: pa.Table, deltas: list[pa.Table], pk_names: list[str]) -> pa.Table:
+    """Live rows after applying ``deltas`` (oldest first) to ``base``."""
+    if not deltas:
+        return base
+    schema = base.schema
+    inserting = [Op.INSERT, Op.UPDATE_INSERT]
+    if all(_only_inserts(d) for d in deltas):
+        parts = [base, *(d.drop_columns([OP_COLUMN]).cast(schema) for d in deltas)]
+        return pa.concat_tables(parts)
+    rows = [base.add_column(0, OP_COLUMN, pa.array([0] * base.num_rows, pa.int8()))]
+    rows += [d.cast(rows[0].schema) for d in deltas]
+    stacked = pa.concat_tables(rows)
+    stacked = stacked.append_column(SEQ_COLUMN, pa.array(range(stacked.num_rows), pa.int64()))
+    keys = ", ".join(_quote(n) for n in pk_names) or "NULL"
+    con = duckdb.connect()
+    try:
+        con.register("stacked", stacked)
+        live = con.sql(
+            f"SELECT * EXCLUDE ({OP_COLUMN}, {SEQ_COLUMN}) FROM stacked "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {SEQ_COLUMN} DESC) = 1 "
+            f"AND {OP_COLUMN} IN ({inserting[0].value}, {inserting[1].value})"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return live.cast(schema)
+
+
+def _only_inserts(delta: pa.Table) -> bool:
+    ops = delta.column(OP_COLUMN)
+    return bool(pc.all(pc.equal(ops, Op.INSERT.value)).as_py())
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

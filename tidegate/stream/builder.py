@@ -1,0 +1,98 @@
+"""Builds operator chains from stream plans (the one place plan nodes become operators).
+
+A stream plan is plain data (dicts), produced by ``tidegate.sql.planner`` and
+stored in the catalog, so a restart rebuilds the same operators. Node kinds:
+
+- ``{"op": "scan", "relation_id": R}``: the stream of relation R (its changes,
+  preceded by its snapshot when the job is being created: backfill);
+- ``{"op": "filter", "condition": SQL, "input": …}``;
+- ``{"op": "project", "exprs": [SQL, …], "schema": [[name, type], …], "input": …}``;
+- ``{"op": "hash_agg", "group_keys": [i, …], "calls": [{"kind", "arg", "type"}, …],
+  "schema": …, "input": …}``.
+
+Expressions are DuckDB SQL over the input's positional columns ``_0, _1, …``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from tidegate.common.types import parse_type_name
+from tidegate.state.state_table import StateTable
+from tidegate.state.store import StateStore
+from tidegate.stream.channel import Channel
+from tidegate.stream.operator import CheckedOperator, Operator
+from tidegate.stream.operators.backfill import Backfill
+from tidegate.stream.operators.filter import Filter
+from tidegate.stream.operators.hash_agg import AGG_STATE_SCHEMA, AggCall, HashAgg
+from tidegate.stream.operators.project import Project
+from tidegate.stream.operators.receiver import Receiver
+
+# State table ids: relation R's materialized rows live in table R << 16; its
+# internal operator states in (R << 16) | n, n >= 1.
+STATE_TABLE_SHIFT = 16
+
+
+def materialized_table_id(relation_id: int) -> int:
+    return relation_id << STATE_TABLE_SHIFT
+
+
+def schema_from_plan(columns: list[list[str]]) -> pa.Schema:
+    return pa.schema([pa.field(name, parse_type_name(type_text).arrow) for name, type_text in columns])
+
+
+@dataclass
+class BuildContext:
+    store: StateStore
+    relation_id: int
+    actor_id: int
+    # The schema each upstream relation stores (what a scan of it yields).
+    relation_schemas: dict[int, pa.Schema]
+    backfill: bool
+    checked: bool = False
+    # Filled by the builder: the channel each scanned relation must feed.
+    inputs: dict[int, Channel] = field(default_factory=dict)
+    _next_state_table: int = 1
+
+    def next_state_table_id(self) -> int:
+        table_id = (self.relation_id << STATE_TABLE_SHIFT) | self._next_state_table
+        self._next_state_table += 1
+        return table_id
+
+
+def build(plan: dict[str, Any], ctx: BuildContext) -> Operator:
+    kind = plan["op"]
+    if kind == "scan":
+        relation_id = plan["relation_id"]
+        schema = ctx.relation_schemas[relation_id]
+        channel = Channel(name=f"{relation_id}->{ctx.relation_id}")
+        assert relation_id not in ctx.inputs, "a relation scanned twice needs two channels"
+        ctx.inputs[relation_id] = channel
+        receiver: Operator = Receiver(channel, schema, ctx.actor_id)
+        if ctx.backfill:
+            receiver = Backfill(receiver, ctx.store, materialized_table_id(relation_id))
+        return _checked(receiver, ctx)
+    child = build(plan["input"], ctx)
+    operator: Operator
+    if kind == "filter":
+        operator = Filter(child, plan["condition"])
+    elif kind == "project":
+        operator = Project(child, plan["exprs"], schema_from_plan(plan["schema"]))
+    elif kind == "hash_agg":
+        schema = schema_from_plan(plan["schema"])
+        calls = [
+            AggCall(c["kind"], c["arg"], schema.field(len(plan["group_keys"]) + i).type)
+            for i, c in enumerate(plan["calls"])
+        ]
+        state = StateTable(ctx.store, ctx.next_state_table_id(), AGG_STATE_SCHEMA, [0])
+        operator = HashAgg(child, plan["group_keys"], calls, schema, state)
+    else:
+        raise ValueError(f"unknown stream plan node {kind!r}")
+    return _checked(operator, ctx)
+
+
+def _checked(operator: Operator, ctx: BuildContext) -> Operator:
+    return CheckedOperator(operator) if ctx.checked else operator

@@ -1,0 +1,134 @@
+"""TableSource: streams a table's durable change log, offset by offset.
+
+DML appends a table's changes to its log (``connectors.table_log``) and is
+acknowledged once they are on disk; this source reads the log like a Kafka
+partition. Barriers come from the coordinator through ``barriers``; whatever the
+source read before a barrier belongs to the epoch that barrier ends. The offset
+reached is written to the source's own state table on every barrier, so it
+commits atomically with every operator's state (DESIGN §5.5) and recovery
+resumes from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pyarrow as pa
+
+from tidegate.common.chunk import Chunk, Op
+from tidegate.state.state_table import StateTable
+from tidegate.stream.messages import Barrier, Message
+from tidegate.stream.operator import Operator
+
+READ_BATCH_RECORDS = 16
+OFFSET_SCHEMA = pa.schema([("partition", pa.int32()), ("offset", pa.int64())])
+
+
+class TableSource(Operator):
+    name = "table_source"
+
+    def __init__(
+        self,
+        log: Any,  # connectors.table_log.TableLog
+        offsets: StateTable,
+        schema: pa.Schema,
+        actor_id: int,
+    ) -> None:
+        self.log = log
+        # (barrier, log end offset when it was injected): everything acknowledged
+        # before the barrier was injected is read before the barrier is emitted.
+        self.barriers: asyncio.Queue[tuple[Barrier, int]] = asyncio.Queue()
+        self.offsets = offsets
+        self.schema = schema
+        self.actor_id = actor_id
+        self.offset = 0
+        self._wakeup = asyncio.Event()
+        self._offset_written: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def inject(self, barrier: Barrier) -> None:
+        """Called by the barrier coordinator, on the stream loop."""
+        self.barriers.put_nowait((barrier, self.log.end_offset()))
+
+    def _on_append(self) -> None:
+        # Called in the appending thread.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def execute(self) -> AsyncIterator[Message]:
+        self._loop = asyncio.get_running_loop()
+        first, _ = await self.barriers.get()
+        self.offset = self._restore_offset(first.epoch.prev)
+        self.log.add_listener(self._on_append)
+        yield first
+        while True:
+            if not self.barriers.empty():
+                barrier, target = self.barriers.get_nowait()
+                async for chunk in self._read_until(target):
+                    yield chunk
+                self._persist_offset()
+                self.offsets.commit(barrier.epoch.prev)
+                yield barrier
+                if barrier.stops(self.actor_id):
+                    return
+                continue
+            records = self.log.read(self.offset, READ_BATCH_RECORDS)
+            if records:
+                for chunk in self._advance(records):
+                    yield chunk
+                continue
+            self._wakeup.clear()
+            if self.log.end_offset() > self.offset:
+                continue
+            barrier_wait = asyncio.ensure_future(self.barriers.get())
+            data_wait = asyncio.ensure_future(self._wakeup.wait())
+            done, _ = await asyncio.wait({barrier_wait, data_wait}, return_when=asyncio.FIRST_COMPLETED)
+            data_wait.cancel()
+            if barrier_wait in done:
+                barrier, target = barrier_wait.result()
+                async for chunk in self._read_until(target):
+                    yield chunk
+                self._persist_offset()
+                self.offsets.commit(barrier.epoch.prev)
+                yield barrier
+                if barrier.stops(self.actor_id):
+                    return
+            else:
+                barrier_wait.cancel()
+
+    def _advance(self, records: list[tuple[int, Chunk]]) -> list[Chunk]:
+        for offset, _ in records:
+            assert offset == self.offset, (offset, self.offset)
+            self.offset = offset + 1
+        return [chunk for _, chunk in records]
+
+    async def _read_until(self, target: int) -> AsyncIterator[Chunk]:
+        while self.offset < target:
+            records = self.log.read(self.offset, READ_BATCH_RECORDS)
+            assert records, (self.offset, target)
+            for chunk in self._advance(records):
+                yield chunk
+
+    def _restore_offset(self, epoch: int) -> int:
+        if epoch == 0:
+            return 0
+        rows = self.offsets.snapshot(epoch)
+        if rows.num_rows == 0:
+            return 0
+        return int(rows.column("offset")[0].as_py())
+
+    def _persist_offset(self) -> None:
+        if self._offset_written == self.offset:
+            return
+        rows: list[dict[str, int]] = []
+        ops: list[Op] = []
+        if self._offset_written is not None:
+            rows.append({"partition": 0, "offset": self._offset_written})
+            ops.append(Op.UPDATE_DELETE)
+        rows.append({"partition": 0, "offset": self.offset})
+        ops.append(Op.UPDATE_INSERT if self._offset_written is not None else Op.INSERT)
+        self.offsets.write(Chunk.of(ops, pa.RecordBatch.from_pylist(rows, schema=OFFSET_SCHEMA)))
+        self._offset_written = self.offset
