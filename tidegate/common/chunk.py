@@ -97,7 +97,9 @@ def split_ops_column(batch: pa.RecordBatch, name: str = "__op") -> Chunk:
     """Inverse of ``Chunk.with_ops_column``."""
     index = batch.schema.get_field_index(name)
     ops = batch.column(index)
-    rest = batch.drop_columns([name]) if hasattr(batch, "drop_columns") else batch.select(
-        [i for i in range(batch.num_columns) if i != index]
+    rest = (
+        batch.drop_columns([name])
+        if hasattr(batch, "drop_columns")
+        else batch.select([i for i in range(batch.num_columns) if i != index])
     )
     return Chunk(ops.cast(OP_TYPE), rest)

@@ -24,7 +24,7 @@ def connect(*, streaming: bool = False) -> duckdb.DuckDBPyConnection:
 
 
 _COLUMN_NOT_FOUND = re.compile(r'Referenced column "([^"]+)" not found')
-_TABLE_NOT_FOUND = re.compile(r'Table with name ([^ ]+) does not exist')
+_TABLE_NOT_FOUND = re.compile(r"Table with name ([^ ]+) does not exist")
 _FUNCTION = re.compile(r'(Scalar |Aggregate |Table )?Function with name "?([\w]+)"? does not exist')
 
 
@@ -58,7 +58,9 @@ def translate_error(error: duckdb.Error, sql: str = "") -> errors.TidegateError:
         match = _TABLE_NOT_FOUND.search(message)
         if match:
             name = match.group(1)
-            return errors.UndefinedRelation(f'relation "{name}" does not exist', position=find_word(sql, name))
+            return errors.UndefinedRelation(
+                f'relation "{name}" does not exist', position=find_word(sql, name)
+            )
         if _FUNCTION.search(message):
             return errors.UndefinedFunction(message)
         return errors.UndefinedRelation(message)

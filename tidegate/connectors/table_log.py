@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from tidegate.common.chunk import Chunk, split_ops_column
+from tidegate.common.chunk import OP_TYPE, Chunk, split_ops_column
 from tidegate.errors import InternalError
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ HEADER_BYTES = _HEADER_BODY.size + _HEADER_CRC.size
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
 # writev accepts at most IOV_MAX (1024 on Linux) buffers per call.
 _WRITEV_BUFFERS_MAX = 1024
+# Payloads of batches larger than this are serialized into a buffer of the exact
+# size (measured first): a growing buffer would copy them several times over.
+_EXACT_ENCODING_BYTES_MIN = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ class _Encoded:
 
     payload: pa.Buffer
     payload_crc: int
-    chunk: Chunk  # decoded from ``payload``: what readers get from the tail cache
+    chunk: Chunk  # what readers get from the tail cache: the rows of ``payload``, with the table's schema
+    chunk_bytes: int  # the memory the cached chunk holds on to
 
 
 @dataclass
@@ -153,9 +157,8 @@ def _check_record(data: bytes | memoryview, position: int) -> tuple[_Header, int
     return header, end
 
 
-def _decode_payload(payload: pa.Buffer | memoryview) -> Chunk:
-    buffer = payload if isinstance(payload, pa.Buffer) else pa.py_buffer(payload)
-    batch = pa.ipc.open_stream(buffer).read_next_batch()
+def _decode_payload(payload: memoryview) -> Chunk:
+    batch = pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch()
     return split_ops_column(batch, OP_COLUMN)
 
 
@@ -201,6 +204,12 @@ def _valid_record_after(data: bytes, position: int) -> bool:
     return False
 
 
+def _write_stream(sink: pa.NativeFile, batch: pa.RecordBatch) -> None:
+    writer = pa.ipc.RecordBatchStreamWriter(sink, batch.schema)
+    writer.write_batch(batch)
+    writer.close()
+
+
 def _fsync_directory(directory: pathlib.Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -239,6 +248,9 @@ class TableLog:
         assert OP_COLUMN not in schema.names, schema
         self._directory = pathlib.Path(path)
         self._schema = schema
+        self._payload_schema = pa.schema(
+            [pa.field(OP_COLUMN, OP_TYPE, nullable=False), *schema], metadata=schema.metadata
+        )
         self._fsync = fsync
         self._segment_bytes_max = segment_bytes_max
         self._cache_bytes_max = cache_bytes_max
@@ -338,22 +350,28 @@ class TableLog:
         return end
 
     def _encode(self, chunk: Chunk) -> _Encoded:
-        schema = chunk.schema
-        if schema.names != self._schema.names or schema.types != self._schema.types:
-            raise InternalError(
-                f"table log {self._directory}: a chunk with schema {schema} does not match "
-                f"the table's {self._schema}"
-            )
-        batch = chunk.with_ops_column(OP_COLUMN)
-        # Measure first, then write into a buffer of the exact size: a growing
-        # BufferOutputStream copies large payloads several times over.
-        measure = pa.MockOutputStream()
-        with pa.ipc.new_stream(measure, batch.schema) as writer:
-            writer.write_batch(batch)
-        payload = pa.allocate_buffer(measure.size())
-        with pa.ipc.new_stream(pa.FixedSizeBufferWriter(payload), batch.schema) as writer:
-            writer.write_batch(batch)
-        return _Encoded(payload, zlib.crc32(payload), _decode_payload(payload))
+        if not chunk.schema.equals(self._schema, check_metadata=True):
+            schema = chunk.schema
+            if schema.names != self._schema.names or schema.types != self._schema.types:
+                raise InternalError(
+                    f"table log {self._directory}: a chunk with schema {schema} does not match "
+                    f"the table's {self._schema}"
+                )
+            # Same columns, other nullability or metadata: give it the table's schema, so
+            # that a chunk read from the cache and one read from a file are the same.
+            chunk = Chunk(chunk.ops, pa.RecordBatch.from_arrays(chunk.data.columns, schema=self._schema))
+        batch = pa.RecordBatch.from_arrays([chunk.ops, *chunk.data.columns], schema=self._payload_schema)
+        chunk_bytes = chunk.ops.get_total_buffer_size() + chunk.data.get_total_buffer_size()
+        if chunk_bytes < _EXACT_ENCODING_BYTES_MIN:
+            sink = pa.BufferOutputStream()
+            _write_stream(sink, batch)
+            payload = sink.getvalue()
+        else:
+            measure = pa.MockOutputStream()
+            _write_stream(measure, batch)
+            payload = pa.allocate_buffer(measure.size())
+            _write_stream(pa.FixedSizeBufferWriter(payload), batch)
+        return _Encoded(payload, zlib.crc32(payload), chunk, chunk_bytes)
 
     def _write_locked(self, records: list[_Encoded]) -> int:
         """Write ``records`` at the end of the active segment; return the new written end."""
@@ -379,8 +397,8 @@ class TableLog:
         active.positions.extend(positions)
         active.size_bytes = position
         for record in records:
-            self._cache[self._written_end] = (record.chunk, record.payload.size)
-            self._cache_bytes += record.payload.size
+            self._cache[self._written_end] = (record.chunk, record.chunk_bytes)
+            self._cache_bytes += record.chunk_bytes
             self._written_end += 1
         self._records_appended += len(records)
         self._payload_bytes_appended += call_bytes - HEADER_BYTES * len(records)

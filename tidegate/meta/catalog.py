@@ -14,13 +14,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from tidegate.common.types import SqlType, parse_type_name
 
 
-class RelationKind(str, Enum):
+class RelationKind(StrEnum):
     TABLE = "table"
     MATERIALIZED_VIEW = "materialized view"
 

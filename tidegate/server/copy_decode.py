@@ -350,14 +350,14 @@ def _per_value(
 
 def _parse_timestamp(text: str) -> dt.datetime:
     value = parse_timestamp_text(text)
-    return value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def _parse_timestamptz(text: str) -> dt.datetime:
     value = parse_timestamp_text(text)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def parse_timestamp_text(text: str) -> dt.datetime:
@@ -377,7 +377,7 @@ def parse_timestamp_text(text: str) -> dt.datetime:
             offset = dt.timezone(sign * delta)
             text = head
     if text.endswith(("Z", "z")):
-        offset, text = dt.timezone.utc, text[:-1]
+        offset, text = dt.UTC, text[:-1]
     fraction_match = re.search(r"\.(\d+)$", text)
     if fraction_match is not None and len(fraction_match.group(1)) > 6:
         digits = fraction_match.group(1)

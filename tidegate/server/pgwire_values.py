@@ -55,7 +55,7 @@ OID_JSONB = 3802
 
 _EPOCH_DATE = dt.date(2000, 1, 1)
 _EPOCH = dt.datetime(2000, 1, 1)
-_EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
 _INTEGER_RANGES = {
     OID_INT2: ("smallint", -(2**15), 2**15 - 1),
@@ -149,8 +149,8 @@ def _text_timestamp(text: str, _: int) -> dt.datetime:
 def _text_timestamptz(text: str, _: int) -> dt.datetime:
     value = parse_timestamp_text(text)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def _text_bytea(text: str, _: int) -> bytes:
@@ -326,7 +326,7 @@ def encode_numeric_binary(value: Any) -> bytes:
 
 def _binary_timestamp(value: Any) -> bytes:
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return struct.pack("!q", (value - _EPOCH) // _MICROSECOND)
 
 

@@ -58,8 +58,14 @@ SESSION_DEFAULTS = {
     "idle_in_transaction_session_timeout": "0",
     "max_identifier_length": "63",
 }
-READ_ONLY_SETTINGS = {"server_version", "server_version_num", "server_encoding", "integer_datetimes",
-                      "is_superuser", "max_identifier_length"}
+READ_ONLY_SETTINGS = {
+    "server_version",
+    "server_version_num",
+    "server_encoding",
+    "integer_datetimes",
+    "is_superuser",
+    "max_identifier_length",
+}
 _SETTING_ALIASES = {"transaction isolation level": "transaction_isolation", "time zone": "timezone"}
 
 
@@ -69,11 +75,8 @@ class Session:
         self.user = user
         self.database = database_name
         self.settings = dict(SESSION_DEFAULTS)
+        self.catalog: Catalog = database.catalog
         self._wrote_since_read = False
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.db.catalog
 
     # ---- the pgwire / embedded contract ------------------------------------
     def split_statements(self, sql: str) -> list[str]:
@@ -107,8 +110,9 @@ class Session:
             return oids, [Column("QUERY PLAN", TEXT)]
         if isinstance(statement, exp.Query) and not _is_catalog_query(sql):
             limited = statement.copy()
-            table = select_arrow(self.db, exp.select("*").from_(limited.subquery("__d")).limit(0), sql,
-                                 [None] * count)
+            table = select_arrow(
+                self.db, exp.select("*").from_(limited.subquery("__d")).limit(0), sql, [None] * count
+            )
             return oids, [Column(f.name, from_arrow(f.type)) for f in table.schema]
         if isinstance(statement, exp.Query):
             result = self.execute(sql, [None] * count)
@@ -199,7 +203,9 @@ class Session:
                 self.db.create_table(relation)
                 return QueryResult("CREATE TABLE")
             if kind == "VIEW" and materialized:
-                relation = ddl.bind_create_materialized_view(statement, self.catalog, self.db.next_relation_id(), sql)
+                relation = ddl.bind_create_materialized_view(
+                    statement, self.catalog, self.db.next_relation_id(), sql
+                )
                 self.db.create_materialized_view(relation)
                 return QueryResult("CREATE_MATERIALIZED_VIEW")
         raise FeatureNotSupported(f"CREATE {'MATERIALIZED ' if materialized else ''}{kind} is not supported")
@@ -220,8 +226,8 @@ class Session:
             rows = [(r.name,) for r in self.catalog.relations() if r.kind is kind]
             return QueryResult(f"SHOW {len(rows)}", [Column("Name", TEXT)], sorted(rows))
         if name == "all":
-            rows = [(k, self.get_setting(k)) for k in sorted({*self.settings, *SYSTEM_SETTINGS})]
-            return QueryResult(f"SHOW {len(rows)}", [Column("name", TEXT), Column("setting", TEXT)], rows)
+            pairs = [(k, self.get_setting(k)) for k in sorted({*self.settings, *SYSTEM_SETTINGS})]
+            return QueryResult(f"SHOW {len(pairs)}", [Column("name", TEXT), Column("setting", TEXT)], list(pairs))
         key = _SETTING_ALIASES.get(name, name)
         return QueryResult("SHOW", [Column(key, TEXT)], [(self.get_setting(key),)])
 
@@ -254,7 +260,23 @@ def _is_catalog_query(sql: str) -> bool:
     lowered = sql.lower()
     return any(
         marker in lowered
-        for marker in ("pg_catalog", "information_schema", "pg_type", "pg_class", "pg_namespace", "version()",
-                       "current_schema", "pg_settings", "current_database", "pg_database", "current_setting",
-                       "pg_roles", "pg_user", "pg_attribute", "has_table_privilege", "current_user", "session_user")
+        for marker in (
+            "pg_catalog",
+            "information_schema",
+            "pg_type",
+            "pg_class",
+            "pg_namespace",
+            "version()",
+            "current_schema",
+            "pg_settings",
+            "current_database",
+            "pg_database",
+            "current_setting",
+            "pg_roles",
+            "pg_user",
+            "pg_attribute",
+            "has_table_privilege",
+            "current_user",
+            "session_user",
+        )
     )

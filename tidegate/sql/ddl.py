@@ -84,7 +84,9 @@ def bind_create_table(create: exp.Create, catalog: Catalog, relation_id: int, sq
     )
 
 
-def bind_create_materialized_view(create: exp.Create, catalog: Catalog, relation_id: int, sql: str) -> Relation:
+def bind_create_materialized_view(
+    create: exp.Create, catalog: Catalog, relation_id: int, sql: str
+) -> Relation:
     name = create.this.name
     select = create.args.get("expression")
     if select is None:
@@ -129,7 +131,7 @@ def bind_drop(drop: exp.Drop, catalog: Catalog) -> list[Relation]:
         for dependent in _dependents_first(catalog, relation):
             if dependent.id != relation.id and not cascade and dependent not in ordered:
                 raise DependentObjectsExist(
-                    f'cannot drop {relation.kind.value} {relation.name} because other objects depend on it',
+                    f"cannot drop {relation.kind.value} {relation.name} because other objects depend on it",
                     hint=f"materialized view {dependent.name} depends on {relation.kind.value} "
                     f"{relation.name}. Use DROP ... CASCADE to drop the dependent objects too.",
                 )

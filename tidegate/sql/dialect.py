@@ -123,10 +123,8 @@ def parse_sql(sql: str) -> exp.Expression:
         raise SqlSyntaxError("expected exactly one statement")
     statement = parsed[0]
     if isinstance(statement, exp.Command):
-        raise SqlSyntaxError(
-            f'syntax error at or near "{statement.name}"', position=1
-        )
-    return statement
+        raise SqlSyntaxError(f'syntax error at or near "{statement.name}"', position=1)
+    return statement  # type: ignore[return-value]
 
 
 def _syntax_error(sql: str, error: ParseError) -> SqlSyntaxError:

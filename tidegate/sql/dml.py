@@ -73,7 +73,7 @@ def _check_constraints(relation: Relation, rows: pa.Table, names: list[str]) -> 
 
 
 def insert(database: Database, statement: exp.Insert, sql: str, params: Sequence[Any] | None) -> QueryResult:
-    statement = bind_parameters(statement.copy(), params)
+    statement = bind_parameters(statement.copy(), params)  # type: ignore[assignment]
     target = statement.this
     table = target.this if isinstance(target, exp.Schema) else target
     relation = target_table(database, table, "insert into")
@@ -83,7 +83,8 @@ def insert(database: Database, statement: exp.Insert, sql: str, params: Sequence
         for name, node in zip(names, target.expressions):
             if name not in visible:
                 raise UndefinedColumn(
-                    f'column "{name}" of relation "{relation.name}" does not exist', position=position_of(node)
+                    f'column "{name}" of relation "{relation.name}" does not exist',
+                    position=position_of(node),
                 )
     else:
         names = visible
@@ -98,9 +99,13 @@ def insert(database: Database, statement: exp.Insert, sql: str, params: Sequence
         f'CAST(__src.c{i} AS {_cast_type(relation.columns[relation.column_index(n)].type)}) AS "{n}"'  # type: ignore[index]
         for i, n in enumerate(names[: len(source_names)])
     )
-    wrapper = sqlglot.parse_one(f"SELECT {casts} FROM (SELECT 1) AS __src({', '.join(source_names)})", read="postgres")
-    wrapper.args["from_"].this.set("this", source.copy() if not isinstance(source, exp.Subquery) else source.this)
-    rows = select_arrow(database, wrapper, sql)
+    wrapper = sqlglot.parse_one(
+        f"SELECT {casts} FROM (SELECT 1) AS __src({', '.join(source_names)})", read="postgres"
+    )
+    wrapper.args["from_"].this.set(
+        "this", source.copy() if not isinstance(source, exp.Subquery) else source.this
+    )
+    rows = select_arrow(database, wrapper, sql)  # type: ignore[arg-type]
     writer = database.writer(relation)
     full = _complete_rows(relation, rows, writer)
     _check_constraints(relation, full, [c.name for c in relation.columns if not c.hidden])
@@ -171,7 +176,11 @@ def _resolve_conflicts(
             f"SELECT __n FROM new_rows WHERE EXISTS (SELECT 1 FROM latest WHERE "
             f"{_key_sql(relation, 'latest', 'new_rows')}) ORDER BY __n"
         ).fetchall()
-        action = (conflict.args.get("action").this.upper() if conflict is not None and conflict.args.get("action") else None)
+        action = (
+            conflict.args["action"].this.upper()
+            if conflict is not None and conflict.args.get("action")
+            else None
+        )
         if conflict is None:
             if repeated or clash:
                 key_values = repeated[0] if repeated else _row_key(rows, keys, clash[0][0])
@@ -238,20 +247,27 @@ def _upsert(
 
 
 def _matching_rows(
-    database: Database, relation: Relation, writer: TableWriter, statement: exp.Expression, items: list[str], sql: str
+    database: Database,
+    relation: Relation,
+    writer: TableWriter,
+    statement: exp.Expression,
+    items: list[str],
+    sql: str,
 ) -> pa.Table:
     """Rows of the table's latest state that the statement's WHERE selects, with ``items`` computed."""
     table = statement.this
     alias = table.alias or relation.name
-    query = sqlglot.parse_one(f'SELECT {", ".join(items)} FROM "{relation.name}" AS "{alias}"', read="postgres")
+    query = sqlglot.parse_one(
+        f'SELECT {", ".join(items)} FROM "{relation.name}" AS "{alias}"', read="postgres"
+    )
     where = statement.args.get("where")
     if where is not None:
         query.set("where", where.copy())
-    return select_arrow(database, query, sql, extra_tables={relation.name: writer.latest()})
+    return select_arrow(database, query, sql, extra_tables={relation.name: writer.latest()})  # type: ignore[arg-type]
 
 
 def update(database: Database, statement: exp.Update, sql: str, params: Sequence[Any] | None) -> QueryResult:
-    statement = bind_parameters(statement.copy(), params)
+    statement = bind_parameters(statement.copy(), params)  # type: ignore[assignment]
     relation = target_table(database, statement.this, "update")
     if statement.args.get("from") or statement.args.get("from_"):
         raise FeatureNotSupported("UPDATE … FROM is not supported yet")
@@ -314,7 +330,7 @@ def _key_changing_update(
 
 
 def delete(database: Database, statement: exp.Delete, sql: str, params: Sequence[Any] | None) -> QueryResult:
-    statement = bind_parameters(statement.copy(), params)
+    statement = bind_parameters(statement.copy(), params)  # type: ignore[assignment]
     relation = target_table(database, statement.this, "delete from")
     if statement.args.get("using"):
         raise FeatureNotSupported("DELETE … USING is not supported yet")
@@ -331,7 +347,9 @@ def delete(database: Database, statement: exp.Delete, sql: str, params: Sequence
 class TableCopyIn:
     """``COPY table FROM STDIN``: rows arrive in batches and are applied as one statement."""
 
-    def __init__(self, database: Database, relation: Relation, names: list[str], options: dict[str, Any]) -> None:
+    def __init__(
+        self, database: Database, relation: Relation, names: list[str], options: dict[str, Any]
+    ) -> None:
         self.database = database
         self.relation = relation
         self.columns = [Column(n, relation.columns[relation.column_index(n)].type) for n in names]  # type: ignore[index]

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
@@ -115,7 +116,7 @@ class ExpressionCompiler:
             select = ", ".join(f"{c} AS r{i}" for i, c in enumerate(compiled))
             result = con.sql(f"SELECT {select} FROM __input").to_arrow_table()
         except Exception as error:  # DuckDB's binder speaks for type errors
-            translated = translate_error(error) if hasattr(error, "args") else error
+            translated = translate_error(error) if isinstance(error, duckdb.Error) else error
             if isinstance(translated, TidegateError) and translated.position is None and originals:
                 translated.position = position_of(originals[0])
             raise translated from error
@@ -157,24 +158,40 @@ def plan_materialized_view(select: exp.Expression, catalog: Catalog) -> PlannedV
         raise FeatureNotSupported("UNION / INTERSECT / EXCEPT in a materialized view is not supported yet")
     if not isinstance(select, exp.Select):
         raise FeatureNotSupported("a materialized view must be defined by a SELECT")
-    for unsupported, what in (("joins", "joins"), ("with", "WITH"), ("limit", "LIMIT"), ("distinct", "DISTINCT")):
+    for unsupported, what in (
+        ("joins", "joins"),
+        ("with", "WITH"),
+        ("limit", "LIMIT"),
+        ("distinct", "DISTINCT"),
+    ):
         if select.args.get(unsupported):
             raise FeatureNotSupported(f"{what} in a materialized view is not supported yet")
     if select.args.get("windows") or any(select.find_all(exp.Window)):
         raise FeatureNotSupported("window functions in a materialized view are not supported yet")
-    relation, alias, table_node = _single_relation(select, catalog)
+    relation, alias, _table_node = _single_relation(select, catalog)
     scope = _scan_scope(relation, alias)
-    plan: dict[str, Any] = {"op": "scan", "relation_id": relation.id, "display": f"StreamScan {{ {relation.name} }}"}
+    plan: dict[str, Any] = {
+        "op": "scan",
+        "relation_id": relation.id,
+        "display": f"StreamScan {{ {relation.name} }}",
+    }
     compiler = ExpressionCompiler(scope)
 
     where = select.args.get("where")
     if where is not None:
         condition = where.this
         if any(condition.find_all(*AGGREGATES)):
-            raise GroupingError("aggregate functions are not allowed in WHERE", position=position_of(condition))
+            raise GroupingError(
+                "aggregate functions are not allowed in WHERE", position=position_of(condition)
+            )
         [compiled], [condition_type] = compiler.compile([condition])
         _require_boolean(condition_type, "WHERE", condition)
-        plan = {"op": "filter", "condition": compiled, "input": plan, "display": f"StreamFilter {{ {condition.sql('postgres')} }}"}
+        plan = {
+            "op": "filter",
+            "condition": compiled,
+            "input": plan,
+            "display": f"StreamFilter {{ {condition.sql('postgres')} }}",
+        }
 
     items = _expand_star(select.expressions, scope)
     has_aggregates = any(item.find(*AGGREGATES) for item in items) or select.args.get("having")
@@ -244,8 +261,13 @@ def _plan_projection(
         pk.append(len(columns) - 1)
     schema = [[c.name, _type_text(c.type)] for c in columns]
     displays = [v.sql("postgres") for v in values] + [c.name for c in columns[len(values) :]]
-    plan = {"op": "project", "exprs": compiled, "schema": schema, "input": plan,
-            "display": f"StreamProject {{ {', '.join(displays)} }}"}
+    plan = {
+        "op": "project",
+        "exprs": compiled,
+        "schema": schema,
+        "input": plan,
+        "display": f"StreamProject {{ {', '.join(displays)} }}",
+    }
     return PlannedView(columns, pk, {"stream": plan}, [relation.id])
 
 
@@ -301,12 +323,19 @@ def _plan_aggregation(
     if not pre_compiled:
         pre_compiled, pre_types = ["NULL::BOOLEAN"], [SqlType("boolean")]
     pre_schema = [[f"p{i}", _type_text(t)] for i, t in enumerate(pre_types)]
-    plan = {"op": "project", "exprs": pre_compiled, "schema": pre_schema, "input": plan,
-            "display": f"StreamProject {{ {', '.join(e.sql('postgres') for e in pre_exprs)} }}"}
+    plan = {
+        "op": "project",
+        "exprs": pre_compiled,
+        "schema": pre_schema,
+        "input": plan,
+        "display": f"StreamProject {{ {', '.join(e.sql('postgres') for e in pre_exprs)} }}",
+    }
 
     nkeys = len(key_exprs)
-    agg_types = [_aggregate_type(kind, pre_types[arg] if arg is not None else None, call)
-                 for (kind, arg), call in zip(call_specs, calls)]
+    agg_types = [
+        _aggregate_type(kind, pre_types[arg] if arg is not None else None, call)
+        for (kind, arg), call in zip(call_specs, calls)
+    ]
     agg_scope = [ScopeColumn(f"__k{i}", pre_types[i], None) for i in range(nkeys)]
     agg_scope += [ScopeColumn(f"__a{j}", t, None) for j, t in enumerate(agg_types)]
     agg_schema = [[c.name.lstrip("_"), _type_text(c.type)] for c in agg_scope]
@@ -316,12 +345,14 @@ def _plan_aggregation(
         "calls": [{"kind": k, "arg": a} for k, a in call_specs],
         "schema": agg_schema,
         "input": plan,
-        "display": "StreamHashAgg { group_key: [%s], aggs: [%s] }"
-        % (", ".join(e.sql("postgres") for e in key_exprs), ", ".join(c.sql("postgres") for c in calls)),
+        "display": "StreamHashAgg {{ group_key: [{}], aggs: [{}] }}".format(
+            ", ".join(e.sql("postgres") for e in key_exprs), ", ".join(c.sql("postgres") for c in calls)
+        ),
     }
 
     def over_agg(expression: exp.Expression) -> exp.Expression:
         """Rewrite an expression over the aggregation's output columns."""
+
         def replace(node: exp.Expression) -> exp.Expression:
             for j, call in enumerate(calls):
                 if node == call:
@@ -345,8 +376,12 @@ def _plan_aggregation(
     if having is not None:
         [condition], [condition_type] = agg_compiler.compile([over_agg(having.this)])
         _require_boolean(condition_type, "HAVING", having.this)
-        plan = {"op": "filter", "condition": condition, "input": plan,
-                "display": f"StreamFilter {{ {having.this.sql('postgres')} }}"}
+        plan = {
+            "op": "filter",
+            "condition": condition,
+            "input": plan,
+            "display": f"StreamFilter {{ {having.this.sql('postgres')} }}",
+        }
 
     out_compiled, out_types = agg_compiler.compile([over_agg(v) for v in values])
     columns = [ColumnDef(n, t) for n, t in zip(names, out_types)]
@@ -362,8 +397,13 @@ def _plan_aggregation(
         columns.append(ColumnDef(hidden_name, pre_types[i], hidden=True))
         pk.append(len(columns) - 1)
     schema = [[c.name, _type_text(c.type)] for c in columns]
-    plan = {"op": "project", "exprs": out_compiled, "schema": schema, "input": plan,
-            "display": f"StreamProject {{ {', '.join(v.sql('postgres') for v in values)} }}"}
+    plan = {
+        "op": "project",
+        "exprs": out_compiled,
+        "schema": schema,
+        "input": plan,
+        "display": f"StreamProject {{ {', '.join(v.sql('postgres') for v in values)} }}",
+    }
     return PlannedView(columns, pk, {"stream": plan}, [relation.id])
 
 
@@ -426,8 +466,10 @@ def _type_text(sql_type: SqlType) -> str:
 def explain_lines(relation_name: str, view: PlannedView) -> list[str]:
     """EXPLAIN output: the operator tree from Materialize down to the scans."""
     visible = [c.name for c in view.columns if not c.hidden]
-    lines = [f"StreamMaterialize {{ columns: [{', '.join(visible)}], pk: "
-             f"[{', '.join(view.columns[i].name for i in view.pk)}] }}"]
+    lines = [
+        f"StreamMaterialize {{ columns: [{', '.join(visible)}], pk: "
+        f"[{', '.join(view.columns[i].name for i in view.pk)}] }}"
+    ]
     node: dict[str, Any] | None = view.plan["stream"]
     depth = 1
     while node is not None:

@@ -44,7 +44,12 @@ class Dispatcher:
 
 class Actor:
     def __init__(
-        self, actor_id: int, root: Operator, dispatcher: Dispatcher, collector: BarrierCollector, name: str = ""
+        self,
+        actor_id: int,
+        root: Operator,
+        dispatcher: Dispatcher,
+        collector: BarrierCollector,
+        name: str = "",
     ) -> None:
         self.actor_id = actor_id
         self.root = root

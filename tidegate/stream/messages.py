@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Union
+from typing import Any
 
 from tidegate.common.chunk import Chunk
 from tidegate.common.epoch import EpochPair
@@ -37,7 +37,7 @@ class StopMutation:
     actors: frozenset[int]
 
 
-Mutation = Union[AddMutation, StopMutation]
+Mutation = AddMutation | StopMutation
 
 
 @dataclass(frozen=True)
@@ -63,4 +63,4 @@ class Watermark:
     value: Any
 
 
-Message = Union[Chunk, Barrier, Watermark]
+Message = Chunk | Barrier | Watermark
