@@ -17,6 +17,13 @@ Arrow IPC stream of one RecordBatch whose first column ``__op`` holds the ops::
 IPC streams carry their schema, so records written before an ALTER TABLE stay
 readable after it.
 
+Group commit: appenders serialize their chunks in their own threads, write
+them under the lock (which assigns offsets) and wait; a flusher thread per log
+fsyncs whatever is written, so one fsync covers every append that arrived
+while the previous one ran, and ``append_many`` costs one fsync. Reads of
+recent records come from a tail cache bounded by bytes; older ones are read
+back from the segments through an offset → (segment, byte position) index.
+
 Invariants:
 
 - Offsets count records from 0, densely across segments. A record's header
@@ -56,6 +63,7 @@ from tidegate.errors import InternalError
 logger = logging.getLogger(__name__)
 
 OP_COLUMN = "__op"
+_OP_FIELD = pa.field(OP_COLUMN, OP_TYPE, nullable=False)
 SEGMENT_BYTES_MAX = 64 * 1024 * 1024
 CACHE_BYTES_MAX = 256 * 1024 * 1024
 # A read from the segment files stops adding records past this many bytes, so a
@@ -73,6 +81,10 @@ _WRITEV_BUFFERS_MAX = 1024
 # Payloads of batches larger than this are serialized into a buffer of the exact
 # size (measured first): a growing buffer would copy them several times over.
 _EXACT_ENCODING_BYTES_MIN = 1024 * 1024
+# Up to this much memory beyond twice its rows' size, a chunk is cached as it came.
+_SLICE_SLACK_BYTES = 64 * 1024
+# Explicit options: pyarrow would otherwise read two environment variables per record.
+_IPC_WRITE_OPTIONS = pa.ipc.IpcWriteOptions()
 
 
 @dataclass(frozen=True)
@@ -205,7 +217,7 @@ def _valid_record_after(data: bytes, position: int) -> bool:
 
 
 def _write_stream(sink: pa.NativeFile, batch: pa.RecordBatch) -> None:
-    writer = pa.ipc.RecordBatchStreamWriter(sink, batch.schema)
+    writer = pa.ipc.RecordBatchStreamWriter(sink, batch.schema, options=_IPC_WRITE_OPTIONS)
     writer.write_batch(batch)
     writer.close()
 
@@ -248,9 +260,6 @@ class TableLog:
         assert OP_COLUMN not in schema.names, schema
         self._directory = pathlib.Path(path)
         self._schema = schema
-        self._payload_schema = pa.schema(
-            [pa.field(OP_COLUMN, OP_TYPE, nullable=False), *schema], metadata=schema.metadata
-        )
         self._fsync = fsync
         self._segment_bytes_max = segment_bytes_max
         self._cache_bytes_max = cache_bytes_max
@@ -258,7 +267,9 @@ class TableLog:
         # One lock guards everything below; appenders wait on the condition for
         # a group commit, readers for new records.
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)  # durable_end moved, or a failure
+        self._sync_needed = threading.Condition(self._lock)  # records wait for the flusher
+        self._flusher: threading.Thread | None = None
         self._listeners: list[Callable[[], None]] = []
         try:
             self._segments = self._open_segments()
@@ -360,9 +371,9 @@ class TableLog:
             # Same columns, other nullability or metadata: give it the table's schema, so
             # that a chunk read from the cache and one read from a file are the same.
             chunk = Chunk(chunk.ops, pa.RecordBatch.from_arrays(chunk.data.columns, schema=self._schema))
-        batch = pa.RecordBatch.from_arrays([chunk.ops, *chunk.data.columns], schema=self._payload_schema)
-        chunk_bytes = chunk.ops.get_total_buffer_size() + chunk.data.get_total_buffer_size()
-        if chunk_bytes < _EXACT_ENCODING_BYTES_MIN:
+        batch = chunk.data.add_column(0, _OP_FIELD, chunk.ops)
+        retained_bytes = batch.get_total_buffer_size()
+        if retained_bytes < _EXACT_ENCODING_BYTES_MIN:
             sink = pa.BufferOutputStream()
             _write_stream(sink, batch)
             payload = sink.getvalue()
@@ -371,7 +382,12 @@ class TableLog:
             _write_stream(measure, batch)
             payload = pa.allocate_buffer(measure.size())
             _write_stream(pa.FixedSizeBufferWriter(payload), batch)
-        return _Encoded(payload, zlib.crc32(payload), chunk, chunk_bytes)
+        # The cache keeps the caller's chunk, unless it is a small slice of large
+        # buffers: then it keeps the rows decoded from the payload, which hold on
+        # to no more memory than they use.
+        if retained_bytes <= _SLICE_SLACK_BYTES or retained_bytes <= 2 * batch.nbytes + _SLICE_SLACK_BYTES:
+            return _Encoded(payload, zlib.crc32(payload), chunk, retained_bytes)
+        return _Encoded(payload, zlib.crc32(payload), _decode_payload(memoryview(payload)), payload.size)
 
     def _write_locked(self, records: list[_Encoded]) -> int:
         """Write ``records`` at the end of the active segment; return the new written end."""
@@ -445,35 +461,61 @@ class TableLog:
         self._fsyncs += 1
 
     def _wait_durable(self, end: int) -> None:
-        """Group commit: the first waiter fsyncs for everyone written before it started."""
-        while True:
-            with self._lock:
-                while self._durable_end < end and self._syncing:
-                    self._changed.wait()
-                if self._durable_end >= end:
-                    return
+        with self._lock:
+            if self._fsync and self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name=f"table-log-flusher {self._directory.name}", daemon=True
+                )
+                self._flusher.start()
+            self._sync_needed.notify()
+            while self._durable_end < end:
                 if self._failure is not None:
                     raise self._failure
-                self._check_open()
-                self._syncing = True
-                target = self._written_end
-                fd = self._fd
-            error: OSError | None = None
-            try:
-                os.fsync(fd)
-            except OSError as caught:
-                error = caught
+                self._changed.wait()
+
+    def _flush_loop(self) -> None:
+        """Group commit: one fsync covers every record written while the previous one ran.
+
+        A thread of its own rather than a leader among the appenders: the next fsync
+        starts as soon as the last one ends, without waiting for a woken appender
+        to get the GIL.
+        """
+        try:
+            while self._flush_once():
+                pass
+        except BaseException as error:
             with self._lock:
-                self._syncing = False
-                for retired in self._retired_fds:
-                    os.close(retired)
-                self._retired_fds.clear()
-                if error is not None:
-                    self._changed.notify_all()
-                    raise self._fail_sync_locked(error) from error
+                self._failure = InternalError(f"table log {self._directory}: the flusher failed: {error!r}")
+                self._changed.notify_all()
+            raise
+
+    def _flush_once(self) -> bool:
+        """One fsync of what is written and not yet durable; False when the log is closed."""
+        with self._lock:
+            while self._durable_end >= self._written_end and not self._closed:
+                self._sync_needed.wait()
+            if self._durable_end >= self._written_end or self._failure is not None:
+                return not self._closed
+            self._syncing = True
+            target = self._written_end
+            fd = self._fd
+        error: OSError | None = None
+        try:
+            os.fsync(fd)
+        except OSError as caught:
+            error = caught
+        with self._lock:
+            self._syncing = False
+            for retired in self._retired_fds:
+                os.close(retired)
+            self._retired_fds.clear()
+            if error is not None:
+                self._fail_sync_locked(error)
+            else:
                 self._fsyncs += 1
                 self._durable_end = max(self._durable_end, target)
-                self._changed.notify_all()
+            self._changed.notify_all()
+        return True
 
     def _fail_sync_locked(self, error: OSError) -> InternalError:
         """After a failed fsync, remove what was not durable (best effort) and refuse appends."""
@@ -630,17 +672,20 @@ class TableLog:
             return TableLogStats(self._records_appended, self._payload_bytes_appended, self._fsyncs)
 
     def close(self) -> None:
+        """Refuse new appends, let the flusher make what is written durable, release the files."""
         with self._lock:
             if self._closed:
                 return
-            while self._syncing:
-                self._changed.wait()
             self._closed = True
+            self._sync_needed.notify()
+            flusher = self._flusher
+        if flusher is not None:
+            flusher.join()
+        with self._lock:
             try:
                 if self._fsync and self._failure is None and self._durable_end < self._written_end:
                     self._sync_fd_locked(self._fd)
-                if self._failure is None:
-                    # Appenders still waiting for a group commit find their records durable.
+                if not self._fsync:
                     self._durable_end = self._written_end
             finally:
                 os.close(self._fd)

@@ -68,6 +68,10 @@ class BarrierCoordinator:
                 if command.done is not None and not command.done.done():
                     command.done.set_exception(InternalError("tidegate is shutting down"))
                 break
+            if self.failure is not None:
+                if command.done is not None and not command.done.done():
+                    command.done.set_exception(self._failure_error())
+                continue
             if not self.actors and not command.new_actors:
                 if command.done is not None:
                     command.done.set_result(self.store.max_committed_epoch)

@@ -74,9 +74,7 @@ def decode_copy(
         raise FeatureNotSupported(f'COPY format "{format}" is not supported')
     data = _strip_end_marker(data)
     if not data or not columns:
-        return pa.Table.from_arrays(
-            [pa.array([], type=c.type.arrow) for c in columns], schema=_schema(columns)
-        )
+        return pa.Table.from_arrays([pa.array([], type=c.type.arrow) for c in columns], schema=_schema(columns))
     raw = _read_strings(data, len(columns), format, delimiter, null, header, quote, escape, first_line)
     header_lines = 1 if header else 0
     arrays: list[pa.Array] = []
@@ -183,9 +181,7 @@ class _Context:
 
     def error(self, cls: type[DataError], message: str, row: int, value: str | None) -> DataError:
         shown = f': "{value}"' if value is not None else ""
-        return cls(
-            f"{message} (COPY line {self.first_row_line + row}, column {self.column.name}{shown})"
-        )
+        return cls(f"{message} (COPY line {self.first_row_line + row}, column {self.column.name}{shown})")
 
 
 def _unescape(text: str) -> str:
@@ -331,9 +327,7 @@ def _cast_temporal(values: pa.Array, sql_type: SqlType, context: _Context) -> pa
     return _per_value(values, sql_type, context, _TEMPORAL_PARSERS[sql_type.kind])
 
 
-def _per_value(
-    values: pa.Array, sql_type: SqlType, context: _Context, parse: Callable[[str], Any]
-) -> pa.Array:
+def _per_value(values: pa.Array, sql_type: SqlType, context: _Context, parse: Callable[[str], Any]) -> pa.Array:
     result: list[Any] = []
     for row, text in enumerate(values.to_pylist()):
         if text is None:

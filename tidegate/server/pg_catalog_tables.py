@@ -17,6 +17,7 @@ publications, triggers, ...) exist with PostgreSQL's columns and no rows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +135,7 @@ class _Layout:
     @staticmethod
     def parse(spec: str) -> _Layout:
         fields, defaults = [], {}
-        for item in spec.split(","):
+        for item in re.split(r",\s+(?=[a-z_]+ )", spec):
             name, _, rest = item.strip().partition(" ")
             type_name, _, default = rest.partition("=")
             fields.append(pa.field(name, _ARROW_TYPES[type_name.strip()]))
@@ -402,12 +403,11 @@ def type_info(sql_type: SqlType) -> _TypeInfo:
 
 
 def _has_index(relation: Relation) -> bool:
-    visible = {id(c) for c in relation.visible_columns}
     return (
         relation.kind == RelationKind.TABLE
         and relation.user_pk
         and bool(relation.pk)
-        and all(id(relation.columns[i]) in visible for i in relation.pk)
+        and all(not relation.columns[i].hidden for i in relation.pk)
     )
 
 
@@ -438,8 +438,8 @@ def view_definition(relation: Relation) -> str:
 def _rows(facts: CatalogFacts) -> dict[tuple[str, str], list[dict[str, Any]]]:
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in LAYOUTS}
 
-    def add(schema: str, name: str, **values: Any) -> None:
-        rows[(schema, name)].append(values)
+    def add(schema: str, table: str, /, **values: Any) -> None:
+        rows[(schema, table)].append(values)
 
     user, database = facts.user, facts.database
     for oid, name in ((NAMESPACE_PG_CATALOG, "pg_catalog"), (NAMESPACE_PUBLIC, "public"),
@@ -552,12 +552,9 @@ def _quote(text: str) -> str:
 
 def _macros(facts: CatalogFacts) -> list[str]:
     user, database = _quote(facts.user), _quote(facts.database)
-    cls, typ, nsp = (
-        table_name("pg_catalog", "pg_class"),
-        table_name("pg_catalog", "pg_type"),
-        table_name("pg_catalog", "pg_namespace"),
-    )
-    constant = {
+    cls, nsp = table_name("pg_catalog", "pg_class"), table_name("pg_catalog", "pg_namespace")
+    settings = table_name("pg_catalog", "pg_settings")
+    constant: dict[str, tuple[Any, ...]] = {
         "pg_table_is_visible": ("true", 1),
         "pg_type_is_visible": ("true", 1),
         "pg_function_is_visible": ("true", 1),
@@ -594,21 +591,21 @@ def _macros(facts: CatalogFacts) -> list[str]:
         "pg_indexes_size": ("0::BIGINT", 1),
         "inet_server_addr": ("NULL::VARCHAR", 0),
         "inet_server_port": ("NULL::INTEGER", 0),
-        "current_setting": ("NULL::VARCHAR", 1, 2),
+        "current_setting": (f"(SELECT s.setting FROM {settings} s WHERE lower(s.name) = lower(a))", 1, 2),
         "txid_current": ("1::BIGINT", 0),
         "pg_current_xact_id": ("1::BIGINT", 0),
     }
     args = ["a", "b", "c", "d"]
     statements = []
     for name, (body, *arities) in constant.items():
-        overloads = ", ".join(f"({', '.join(args[:n])}) AS {body}" for n in arities)
-        statements.append(f"CREATE MACRO tg_{name}{overloads[overloads.index('('):]}")
+        overloads = ", ".join(f"({', '.join(args[: int(n)])}) AS {body}" for n in arities)
+        statements.append(f"CREATE MACRO tg_{name}{overloads}")
     format_type = (
         "CASE WHEN a IS NULL THEN NULL "
         "WHEN a = 1700 AND b >= 4 THEN 'numeric(' || ((b - 4) // 65536) || ',' || ((b - 4) % 65536) || ')' "
         "WHEN a = 1043 AND b >= 4 THEN 'character varying(' || (b - 4) || ')' "
         "WHEN a = 1042 AND b >= 4 THEN 'character(' || (b - 4) || ')' "
-        f"ELSE coalesce((SELECT f.format_name FROM tg_format_names f WHERE f.oid = a), '???') END"
+        "ELSE coalesce((SELECT f.format_name FROM tg_format_names f WHERE f.oid = a), '???') END"
     )
     statements += [
         f"CREATE MACRO tg_format_type(a, b) AS {format_type}",
@@ -616,12 +613,14 @@ def _macros(facts: CatalogFacts) -> list[str]:
         " (a, b, c) AS (SELECT d.def FROM tg_index_defs d WHERE d.oid = a AND d.col = b)",
         "CREATE MACRO tg_pg_get_constraintdef(a) AS (SELECT d.def FROM tg_constraint_defs d WHERE d.oid = a),"
         " (a, b) AS (SELECT d.def FROM tg_constraint_defs d WHERE d.oid = a)",
-        "CREATE MACRO tg_pg_get_viewdef(a) AS (SELECT d.def FROM tg_view_defs d WHERE d.oid = a OR d.name = a::VARCHAR),"
+        "CREATE MACRO tg_pg_get_viewdef(a) AS "
+        "(SELECT d.def FROM tg_view_defs d WHERE d.oid = a OR d.name = a::VARCHAR),"
         " (a, b) AS (SELECT d.def FROM tg_view_defs d WHERE d.oid = a OR d.name = a::VARCHAR)",
         f"CREATE MACRO tg_regclass_name(a) AS coalesce((SELECT c.relname FROM {cls} c WHERE c.oid = a), a::VARCHAR)",
         "CREATE MACRO tg_regtype_name(a) AS "
         "coalesce((SELECT f.format_name FROM tg_format_names f WHERE f.oid = a), a::VARCHAR)",
-        f"CREATE MACRO tg_regnamespace_name(a) AS coalesce((SELECT n.nspname FROM {nsp} n WHERE n.oid = a), a::VARCHAR)",
+        "CREATE MACRO tg_regnamespace_name(a) AS "
+        f"coalesce((SELECT n.nspname FROM {nsp} n WHERE n.oid = a), a::VARCHAR)",
         "CREATE MACRO tg_to_regtype(a) AS (SELECT min(f.oid) FROM tg_format_names f "
         "WHERE f.format_name = lower(a) OR f.typname = lower(a))",
         f"CREATE MACRO tg_to_regclass(a) AS (SELECT min(c.oid) FROM {cls} c WHERE c.relname = a)",
@@ -631,8 +630,6 @@ def _macros(facts: CatalogFacts) -> list[str]:
         "CREATE MACRO tg_quote_ident(a) AS CASE WHEN regexp_full_match(a, '[a-z_][a-z0-9_$]*') THEN a "
         "ELSE '\"' || replace(a, '\"', '\"\"') || '\"' END",
         "CREATE MACRO tg_pg_size_pretty(a) AS a::VARCHAR || ' bytes'",
-        "CREATE MACRO tg_json_build_object(a, b) AS json_object(a, b), (a, b, c, d) AS json_object(a, b, c, d)",
-        f"CREATE MACRO tg_typname_of(a) AS (SELECT t.typname FROM {typ} t WHERE t.oid = a)",
     ]
     return statements
 
@@ -657,7 +654,11 @@ def _definition_tables(facts: CatalogFacts) -> dict[str, pa.Table]:
         index_name = f"{relation.name}_pkey"
         index_oid = INDEX_OID_BASE + relation.id
         index_rows.append(
-            (index_oid, 0, f"CREATE UNIQUE INDEX {index_name} ON public.{relation.name} USING btree ({', '.join(names)})")
+            (
+                index_oid,
+                0,
+                f"CREATE UNIQUE INDEX {index_name} ON public.{relation.name} USING btree ({', '.join(names)})",
+            )
         )
         index_rows += [(index_oid, position, name) for position, name in enumerate(names, start=1)]
         constraint_rows.append((CONSTRAINT_OID_BASE + relation.id, f"PRIMARY KEY ({', '.join(names)})"))

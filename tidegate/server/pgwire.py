@@ -131,7 +131,10 @@ _CONTROL_PATTERNS = (
     ("rollback", re.compile(r"(ROLLBACK|ABORT)\b(?!\s+PREPARED)", re.IGNORECASE)),
     ("savepoint", re.compile(r"SAVEPOINT\b", re.IGNORECASE)),
     ("release", re.compile(r"RELEASE\b", re.IGNORECASE)),
+    ("deallocate", re.compile(r"DEALLOCATE\b", re.IGNORECASE)),
+    ("discard", re.compile(r"DISCARD\s+ALL\b", re.IGNORECASE)),
 )
+_DEALLOCATE = re.compile(r"DEALLOCATE\s+(?:PREPARE\s+)?(ALL\b|\"(?:[^\"]|\"\")+\"|\w+)", re.IGNORECASE)
 _SET_STATEMENT = re.compile(r"(?:SET|RESET)\s+(?:SESSION\s+|LOCAL\s+)?([A-Za-z_]+)", re.IGNORECASE)
 # Settings whose changes PostgreSQL reports to the client with ParameterStatus.
 _REPORTED_SETTINGS = {
@@ -146,7 +149,7 @@ _REPORTED_SETTINGS = {
 
 
 def transaction_control(sql: str) -> str | None:
-    """'begin', 'commit', 'rollback', 'savepoint', 'release', 'rollback_to', or None."""
+    """'begin', 'commit', 'rollback', 'savepoint', 'release', 'rollback_to', 'deallocate', 'discard' or None."""
     text = _LEADING_NOISE.sub("", sql, count=1)
     for kind, pattern in _CONTROL_PATTERNS:
         if pattern.match(text):
@@ -460,6 +463,8 @@ class _Connection:
             raise PgError("25P02", "current transaction is aborted, commands ignored until end of transaction block")
         if control in ("savepoint", "release", "rollback_to"):
             return self._savepoint(control)
+        if control in ("deallocate", "discard"):
+            return self._deallocate(statement.sql, control)
         result = await self._call(self._run_blocking, statement, params)
         if control is not None:
             result = self._transaction_block(control, result)
@@ -491,6 +496,24 @@ class _Connection:
             self._status = "T"
             return QueryResult(command_tag="ROLLBACK")
         return QueryResult(command_tag="SAVEPOINT" if control == "savepoint" else "RELEASE")
+
+    def _deallocate(self, sql: str, control: str) -> QueryResult:
+        """DEALLOCATE and DISCARD ALL act on this connection's prepared statements."""
+        if control == "discard":
+            self._statements.clear()
+            self._portals.clear()
+            return QueryResult(command_tag="DISCARD ALL")
+        match = _DEALLOCATE.match(_LEADING_NOISE.sub("", sql, count=1))
+        if match is None:
+            raise errors.SqlSyntaxError("syntax error at end of DEALLOCATE", position=len(sql))
+        name = match.group(1)
+        if name.upper() == "ALL":
+            self._statements = {"": s} if (s := self._statements.get("")) is not None else {}
+            return QueryResult(command_tag="DEALLOCATE ALL")
+        name = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+        if self._statements.pop(name, None) is None:
+            raise PgError("26000", f'prepared statement "{name}" does not exist')
+        return QueryResult(command_tag="DEALLOCATE")
 
     async def _report_setting_change(self, sql: str) -> None:
         match = _SET_STATEMENT.match(_LEADING_NOISE.sub("", sql, count=1))
@@ -572,9 +595,7 @@ class _Connection:
         if portal_name and portal_name in self._portals:
             raise PgError("42P03", f'cursor "{portal_name}" already exists')
         oids = statement.param_oids + [0] * (len(raw_values) - len(statement.param_oids))
-        params = [
-            decode_parameter(raw, oids[i], _format_at(param_formats, i)) for i, raw in enumerate(raw_values)
-        ]
+        params = [decode_parameter(raw, oids[i], _format_at(param_formats, i)) for i, raw in enumerate(raw_values)]
         self._portals[portal_name] = _Portal(statement=statement, params=params, result_formats=result_formats)
         self._send(msg.bind_complete())
 
@@ -600,7 +621,9 @@ class _Connection:
         if result.columns is None or result.copy_in is not None:
             self._send(msg.no_data())
             return
-        portal.encoders = [encoder_for(c.type, _format_at(portal.result_formats, i)) for i, c in enumerate(result.columns)]
+        portal.encoders = [
+            encoder_for(c.type, _format_at(portal.result_formats, i)) for i, c in enumerate(result.columns)
+        ]
         self._send(
             msg.row_description([_field(c, _format_at(portal.result_formats, i)) for i, c in enumerate(result.columns)])
         )
@@ -712,9 +735,7 @@ class _Connection:
         """Receive CopyData until CopyDone; returns the final ``COPY n`` result."""
         self._send(msg.copy_in_response(len(copy_in.columns)))
         await self._flush()
-        batcher = CopyBatcher(
-            format=copy_in.format, quote=copy_in.quote, escape=copy_in.escape, header=copy_in.header
-        )
+        batcher = CopyBatcher(format=copy_in.format, quote=copy_in.quote, escape=copy_in.escape, header=copy_in.header)
         loop = asyncio.get_running_loop()
         pending: asyncio.Future[None] | None = None
         try:
@@ -860,11 +881,11 @@ class PgServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         try:
             await _Connection(self._state, reader, writer).run()
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
 
 
 class ServerHandle:

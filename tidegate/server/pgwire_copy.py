@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["COPY_BATCH_BYTES", "CopyBatch", "CopyBatcher", "last_line_end"]
+from tidegate.common.result import CopyIn
+from tidegate.server.copy_decode import decode_copy
+
+__all__ = ["COPY_BATCH_BYTES", "CopyBatch", "CopyBatcher", "last_line_end", "write_batch"]
 
 COPY_BATCH_BYTES = 8 << 20
 
@@ -51,13 +54,13 @@ class CopyBatcher:
     """Collects CopyData payloads and yields batches of whole lines."""
 
     def __init__(
-        self, *, format: str, quote: str, escape: str, header: bool, batch_bytes_max: int = COPY_BATCH_BYTES
+        self, *, format: str, quote: str, escape: str, header: bool, batch_bytes_max: int | None = None
     ) -> None:
         self._csv = format == "csv"
         self._quote = quote or '"'
         self._escape = escape or self._quote
         self._header = header
-        self._batch_bytes_max = batch_bytes_max
+        self._batch_bytes_max = batch_bytes_max if batch_bytes_max is not None else COPY_BATCH_BYTES
         self._chunks: list[bytes] = []
         self._size = 0
         self._next_line = 1
@@ -92,3 +95,20 @@ class CopyBatcher:
         self._header = False
         self._next_line += data.count(b"\n")
         return batch
+
+
+def write_batch(copy_in: CopyIn, batch: CopyBatch) -> None:
+    """Decode one batch and hand it to the COPY's sink (blocking; runs on the connection's thread)."""
+    table = decode_copy(
+        batch.data,
+        copy_in.columns,
+        format=copy_in.format,
+        delimiter=copy_in.delimiter,
+        null=copy_in.null,
+        header=batch.header,
+        quote=copy_in.quote,
+        escape=copy_in.escape,
+        first_line=batch.first_line,
+    )
+    if table.num_rows:
+        copy_in.write(table)

@@ -83,7 +83,9 @@ def row_description(fields: Sequence[FieldDescription]) -> bytes:
     for f in fields:
         parts.append(cstring(f.name))
         parts.append(
-            struct.pack("!ihihih", f.table_oid, f.column_number, f.type_oid, f.type_size, f.type_modifier, f.format_code)
+            struct.pack(
+                "!ihihih", f.table_oid, f.column_number, f.type_oid, f.type_size, f.type_modifier, f.format_code
+            )
         )
     return message(b"T", b"".join(parts))
 

@@ -99,8 +99,10 @@ def decode_parameter(raw: bytes | None, type_oid: int, format_code: int) -> obje
     try:
         return decoder(text, type_oid)
     except (ValueError, ArithmeticError) as e:
-        cls = InvalidDatetimeFormat if type_oid in (OID_DATE, OID_TIME, OID_TIMESTAMP, OID_TIMESTAMPTZ) else (
-            InvalidTextRepresentation
+        cls = (
+            InvalidDatetimeFormat
+            if type_oid in (OID_DATE, OID_TIME, OID_TIMESTAMP, OID_TIMESTAMPTZ)
+            else (InvalidTextRepresentation)
         )
         raise cls(f'invalid input syntax for type {_TYPE_NAMES.get(type_oid, "text")}: "{text}"') from e
 

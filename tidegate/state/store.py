@@ -69,6 +69,8 @@ class _TableHistory:
     base: pa.Table
     base_epoch: int = 0
     deltas: list[tuple[int, pa.Table]] = field(default_factory=list)
+    # The last epoch sealed, empty or not: epochs are sealed in strictly increasing order.
+    last_sealed_epoch: int = 0
 
 
 class MemoryStateStore:
@@ -98,10 +100,10 @@ class MemoryStateStore:
     def seal(self, table_id: int, epoch: int, delta: pa.Table) -> None:
         with self._lock:
             history = self._history(table_id)
-            if history.deltas and history.deltas[-1][0] >= epoch:
-                raise InternalError(
-                    f"state table {table_id}: epoch {epoch} sealed after epoch {history.deltas[-1][0]}"
-                )
+            last = max(history.last_sealed_epoch, history.base_epoch)
+            if last >= epoch:
+                raise InternalError(f"state table {table_id}: epoch {epoch} sealed after epoch {last}")
+            history.last_sealed_epoch = epoch
             if delta.num_rows:
                 history.deltas.append((epoch, delta))
 

@@ -426,3 +426,41 @@ def test_sigkill_after_append_returned_loses_nothing(tmp_path: pathlib.Path) -> 
         assert [offset for offset, _ in records] == list(range(log.end_offset()))
         seqs = [seq for _, chunk in records for _, (_, seq) in chunk.rows()]
         assert seqs == list(range(20 * log.end_offset()))
+
+
+def test_cache_and_files_give_the_same_chunks(tmp_path: pathlib.Path) -> None:
+    schema = pa.schema(
+        [pa.field("_row_id", pa.int64(), nullable=False), pa.field("v", pa.string())], metadata={b"table": b"t"}
+    )
+    # The same columns with other nullability and no metadata, as a DML path may build them.
+    loose = pa.record_batch([pa.array([1, 2], pa.int64()), pa.array(["a", None])], names=["_row_id", "v"])
+    big = pa.record_batch(
+        [pa.array(range(200_000), pa.int64()), pa.array(["x"] * 200_000)], schema=schema
+    )
+    chunks = [Chunk.of([Op.INSERT, Op.DELETE], loose), Chunk.inserts(big.slice(5, 3))]
+    with TableLog(tmp_path / "t", schema) as log:
+        log.append_many(chunks)
+        from_cache = log.read(0)
+    with TableLog(tmp_path / "t", schema, cache_bytes_max=0) as log:
+        from_files = log.read(0)
+    for (_, cached), (_, read_back), original in zip(from_cache, from_files, chunks):
+        assert cached.rows() == read_back.rows() == original.rows()
+        assert cached.schema.equals(schema, check_metadata=True)
+        assert read_back.schema.equals(schema, check_metadata=True)
+    # The slice is cached without the 200,000 rows it was cut from.
+    assert from_cache[1][1].data.get_total_buffer_size() < 10_000
+
+
+def test_reads_from_files_are_bounded_by_bytes(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(table_log_module, "READ_BYTES_MAX", 5000)
+    with TableLog(tmp_path / "t", SMALL_SCHEMA, segment_bytes_max=8000, cache_bytes_max=0) as log:
+        for seq in range(20):
+            log.append(small_chunk(0, 100 * seq, rows=100))
+        log.append(small_chunk(0, 2000, rows=1000))  # larger than the bound on its own
+        first = log.read(0)
+        assert 1 <= len(first) < 10
+        assert [offset for offset, _ in first] == list(range(len(first)))
+        records = read_all(log)
+        assert [offset for offset, _ in records] == list(range(21))
+        assert [seq for _, chunk in records for _, (_, seq) in chunk.rows()] == list(range(3000))
+        assert [offset for offset, _ in log.read(20)] == [20]

@@ -102,7 +102,9 @@ class HashAgg(Operator):
             arg = f"_{call.arg}"
             items.append(f"sum(CASE WHEN {arg} IS NULL THEN 0 ELSE {sign} END)::BIGINT")
             if call.kind in ("sum", "avg"):
-                items.append(f"sum(CASE WHEN {sign} > 0 THEN {arg} ELSE -{arg} END)")
+                # Widen before negating: retracting the smallest value of a type must not overflow.
+                wide = f"CAST({arg} AS {_wide_type(self.input.schema.field(call.arg).type)})"
+                items.append(f"sum(CASE WHEN {sign} > 0 THEN {wide} ELSE -{wide} END)")
         group_by = f" GROUP BY {self._keys_sql()}" if self.group_keys else ""
         return f"SELECT {', '.join(items)} FROM __input{group_by}"
 
@@ -267,6 +269,15 @@ class HashAgg(Operator):
                 self.state.write(Chunk.of(np.array(ops, dtype=np.int8), batch))
             self.state.commit(epoch)
         self._dirty.clear()
+
+
+def _wide_type(arrow_type: pa.DataType) -> str:
+    """The DuckDB type a SUM/AVG argument is widened to before it is signed."""
+    if pa.types.is_integer(arrow_type):
+        return "HUGEINT"
+    if pa.types.is_decimal(arrow_type):
+        return f"DECIMAL(38,{arrow_type.scale})"
+    return "DOUBLE"
 
 
 AGG_STATE_SCHEMA = pa.schema([("group_key", pa.binary()), ("accumulators", pa.binary())])

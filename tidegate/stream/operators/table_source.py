@@ -118,7 +118,9 @@ class TableSource(Operator):
         rows = self.offsets.snapshot(epoch)
         if rows.num_rows == 0:
             return 0
-        return int(rows.column("offset")[0].as_py())
+        # The restored row is the one the next offset update replaces.
+        self._offset_written = int(rows.column("offset")[0].as_py())
+        return self._offset_written
 
     def _persist_offset(self) -> None:
         if self._offset_written == self.offset:

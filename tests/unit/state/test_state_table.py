@@ -1,0 +1,79 @@
+"""StateTable: per-epoch memtable, sealed on commit; own writes visible at once, others' at their epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tidegate.common.chunk import Chunk, Op
+from tidegate.state.state_table import StateTable
+from tidegate.state.store import MemoryStateStore
+
+SCHEMA = pa.schema([("id", pa.int64()), ("amount", pa.decimal128(38, 2))])
+TABLE = 42
+
+
+def chunk(ops: list[Op], rows: list[tuple], schema: pa.Schema = SCHEMA) -> Chunk:
+    columns = list(zip(*rows))
+    batch = pa.RecordBatch.from_arrays([pa.array(list(c), f.type) for c, f in zip(columns, schema)], schema=schema)
+    return Chunk.of(np.array(ops, dtype=np.int8), batch)
+
+
+def rows_of(table: pa.Table) -> list[tuple]:
+    return sorted(tuple(r.values()) for r in table.to_pylist())
+
+
+def test_writes_are_visible_to_the_writer_at_once_and_to_readers_at_their_epoch() -> None:
+    store = MemoryStateStore()
+    table = StateTable(store, TABLE, SCHEMA, [0])
+    table.write(chunk([Op.INSERT, Op.INSERT], [(1, 100), (2, 200)]))
+    assert table.has_pending_writes
+    assert rows_of(table.latest()) == [(1, 100), (2, 200)]
+    assert rows_of(table.snapshot(10)) == []  # not sealed yet
+
+    table.commit(10)
+    assert not table.has_pending_writes
+    assert rows_of(table.snapshot(10)) == [(1, 100), (2, 200)]
+    assert rows_of(table.snapshot(9)) == []
+
+    table.write(chunk([Op.UPDATE_DELETE, Op.UPDATE_INSERT, Op.DELETE], [(1, 100), (1, 150), (2, 200)]))
+    assert rows_of(table.latest()) == [(1, 150)]
+    assert rows_of(table.snapshot(10)) == [(1, 100), (2, 200)]
+    table.commit(20)
+    assert rows_of(store.snapshot(TABLE, 20)) == [(1, 150)]
+
+
+def test_commit_without_writes_seals_an_empty_epoch() -> None:
+    store = MemoryStateStore()
+    table = StateTable(store, TABLE, SCHEMA, [0])
+    table.write(chunk([Op.INSERT], [(1, 100)]))
+    table.commit(10)
+    table.commit(20)
+    assert rows_of(table.snapshot(20)) == [(1, 100)]
+
+
+def test_commit_epochs_must_increase() -> None:
+    table = StateTable(MemoryStateStore(), TABLE, SCHEMA, [0])
+    table.commit(10)
+    with pytest.raises(AssertionError):
+        table.commit(10)
+    with pytest.raises(AssertionError):
+        table.commit(5)
+
+
+def test_a_chunk_of_another_but_castable_schema_is_stored_in_the_table_schema() -> None:
+    store = MemoryStateStore()
+    table = StateTable(store, TABLE, SCHEMA, [0])
+    narrow = pa.schema([("x", pa.int32()), ("y", pa.decimal128(10, 2))])
+    table.write(chunk([Op.INSERT], [(7, 1)], narrow))
+    table.commit(10)
+    snapshot = table.snapshot(10)
+    assert snapshot.schema.equals(SCHEMA)
+    assert rows_of(snapshot) == [(7, 1)]
+
+
+def test_an_empty_chunk_is_not_a_pending_write() -> None:
+    table = StateTable(MemoryStateStore(), TABLE, SCHEMA, [0])
+    table.write(Chunk.inserts(SCHEMA.empty_table()))
+    assert not table.has_pending_writes

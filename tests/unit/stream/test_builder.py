@@ -1,0 +1,100 @@
+"""The builder: plan dicts become checked operator chains fed by one channel per scanned relation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from scripted import DEL, INS, UD, UI, barrier, chunk, inserts, per_barrier
+
+from tidegate.state.state_table import StateTable
+from tidegate.state.store import MemoryStateStore
+from tidegate.stream.builder import BuildContext, build, materialized_table_id
+from tidegate.stream.messages import Message, StopMutation
+from tidegate.stream.operator import CheckedOperator, Operator
+from tidegate.stream.operators.backfill import Backfill
+from tidegate.stream.operators.hash_agg import HashAgg
+
+UPSTREAM = 3
+VIEW = 8
+UPSTREAM_SCHEMA = pa.schema([("k", pa.int32()), ("v", pa.int32()), ("_row_id", pa.int64())])
+
+PLAN: dict[str, Any] = {
+    "op": "hash_agg",
+    "group_keys": [0],
+    "calls": [{"kind": "count_star", "arg": None}, {"kind": "sum", "arg": 1}],
+    "schema": [["k", "integer"], ["n", "bigint"], ["total", "bigint"]],
+    "input": {
+        "op": "project",
+        "exprs": ["_0 % 2", "_1 * 10"],
+        "schema": [["k", "integer"], ["v10", "integer"]],
+        "input": {"op": "filter", "condition": "_1 > 0", "input": {"op": "scan", "relation_id": UPSTREAM}},
+    },
+}
+
+
+def context(store: MemoryStateStore, backfill: bool = False) -> BuildContext:
+    return BuildContext(
+        store=store,
+        relation_id=VIEW,
+        actor_id=VIEW,
+        relation_schemas={UPSTREAM: UPSTREAM_SCHEMA},
+        backfill=backfill,
+        checked=True,
+    )
+
+
+def drive(root: Operator, ctx: BuildContext, messages: list[Message]) -> list[Message]:
+    async def go() -> list[Message]:
+        for message in messages:
+            await ctx.inputs[UPSTREAM].send(message)
+        return [m async for m in root.execute()]
+
+    return asyncio.run(go())
+
+
+def test_a_plan_builds_a_checked_chain_that_computes_the_view() -> None:
+    store = MemoryStateStore()
+    ctx = context(store)
+    root = build(PLAN, ctx)
+    assert isinstance(root, CheckedOperator) and isinstance(root.inner, HashAgg)
+    assert set(ctx.inputs) == {UPSTREAM}
+    assert store.table_ids() == [(VIEW << 16) | 1]  # the aggregate's state table
+
+    stop = barrier(3, mutation=StopMutation(frozenset({VIEW})))
+    output = drive(
+        root,
+        ctx,
+        [
+            barrier(1),
+            inserts(UPSTREAM_SCHEMA, [(1, 1, 100), (2, 2, 101), (3, 0, 102), (5, 3, 103)]),
+            barrier(2),
+            chunk(UPSTREAM_SCHEMA, "- U- U+", [(2, 2, 101), (1, 1, 100), (1, -1, 100)]),
+            stop,
+        ],
+    )
+    groups = per_barrier(output)
+    assert sorted(groups[1]) == [(INS, (0, 1, 20)), (INS, (1, 2, 40))]
+    assert sorted(groups[2], key=lambda c: c[0]) == [(DEL, (0, 1, 20)), (UD, (1, 2, 40)), (UI, (1, 1, 30))]
+    assert output[-1] is stop
+
+
+def test_backfill_wraps_the_scan_and_reads_the_upstream_materialized_table() -> None:
+    store = MemoryStateStore()
+    upstream = StateTable(store, materialized_table_id(UPSTREAM), UPSTREAM_SCHEMA, [2])
+    upstream.write(inserts(UPSTREAM_SCHEMA, [(1, 4, 100)]))
+    upstream.commit(1)
+    ctx = context(store, backfill=True)
+    root = build(PLAN["input"], ctx)
+    scan = root.inner.input.inner.input  # type: ignore[attr-defined]
+    assert isinstance(scan, CheckedOperator) and isinstance(scan.inner, Backfill)
+
+    output = drive(root, ctx, [barrier(2, 1), barrier(3, 2, mutation=StopMutation(frozenset({VIEW})))])
+    assert per_barrier(output) == [[], [(INS, (1, 40))]]
+
+
+def test_an_unknown_node_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown stream plan node"):
+        build({"op": "teleport", "input": {"op": "scan", "relation_id": UPSTREAM}}, context(MemoryStateStore()))
