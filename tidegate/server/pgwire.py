@@ -36,39 +36,39 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from tidegate import errors
-from tidegate.common.result import Column, CopyIn, QueryResult
-from tidegate.meta.catalog import Catalog
+from tidegate.common.result import CopyIn, QueryResult
 from tidegate.server import pgwire_messages as msg
-from tidegate.server.copy_decode import decode_copy
-from tidegate.server.pg_catalog import answer_catalog_query, catalog_parameter_count, is_catalog_query
+from tidegate.server.pg_catalog import answer_catalog_query
 from tidegate.server.pgwire_auth import SCRAM_MECHANISM, ScramExchange, ScramFailure, ScramVerifier
-from tidegate.server.pgwire_copy import CopyBatch, CopyBatcher
-from tidegate.server.pgwire_values import ValueEncoder, decode_parameter, encoder_for
+from tidegate.server.pgwire_copy import CopyBatcher, write_batch
+from tidegate.server.pgwire_extended import ExtendedQuery, field_description, format_at, is_catalog_statement
+from tidegate.server.pgwire_state import (
+    PgError,
+    Portal,
+    PreparedStatement,
+    SessionLike,
+    TransactionBlock,
+    strip_leading_noise,
+    transaction_control,
+)
+from tidegate.server.pgwire_values import ValueEncoder, encoder_for
 
-__all__ = ["SQLSTATE_BY_ERROR", "PgServer", "ServerHandle", "SessionLike", "run_server_in_thread", "sqlstate_for"]
+__all__ = [
+    "SQLSTATE_BY_ERROR",
+    "PgError",
+    "PgServer",
+    "ServerHandle",
+    "SessionLike",
+    "run_server_in_thread",
+    "sqlstate_for",
+]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class SessionLike(Protocol):
-    """What the server needs from a session (``tidegate.server.session.Session``)."""
-
-    user: str
-    database: str
-    catalog: Catalog
-
-    def split_statements(self, sql: str) -> list[str]: ...
-    def execute(self, sql: str, params: list[object] | None = None) -> QueryResult: ...
-    def describe(self, sql: str, param_oids: list[int]) -> tuple[list[int], list[Column] | None]: ...
-    def get_setting(self, name: str) -> str: ...
-    def set_setting(self, name: str, value: str) -> None: ...
-    def cancel(self) -> None: ...
-    def close(self) -> None: ...
 
 
 SessionFactory = Callable[[str, str], SessionLike]
@@ -97,17 +97,11 @@ SQLSTATE_BY_ERROR: dict[type[BaseException], str] = {
     errors.NotNullViolation: "23502",
     errors.ProtocolViolation: "08P01",
     errors.InternalError: "XX000",
+    # Base classes, for errors raised without a more specific class.
+    errors.SqlError: "42000",
+    errors.IntegrityError: "23000",
 }
 SQLSTATE_INTERNAL = "XX000"
-
-
-class PgError(Exception):
-    """An error the protocol layer raises itself, with its SQLSTATE (25P02, 57014, 26000, ...)."""
-
-    def __init__(self, sqlstate: str, message: str, *, severity: str = "ERROR") -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-        self.severity = severity
 
 
 def sqlstate_for(error: BaseException) -> str:
@@ -121,61 +115,21 @@ def sqlstate_for(error: BaseException) -> str:
     return SQLSTATE_INTERNAL
 
 
-# ---- statement classification ------------------------------------------------
+# ---- the connection ---------------------------------------------------------------
 
-_LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
-_CONTROL_PATTERNS = (
-    ("begin", re.compile(r"(BEGIN|START\s+TRANSACTION)\b", re.IGNORECASE)),
-    ("rollback_to", re.compile(r"ROLLBACK\s+(?:WORK\s+|TRANSACTION\s+)?TO\b", re.IGNORECASE)),
-    ("commit", re.compile(r"(COMMIT|END)\b(?!\s+PREPARED)", re.IGNORECASE)),
-    ("rollback", re.compile(r"(ROLLBACK|ABORT)\b(?!\s+PREPARED)", re.IGNORECASE)),
-    ("savepoint", re.compile(r"SAVEPOINT\b", re.IGNORECASE)),
-    ("release", re.compile(r"RELEASE\b", re.IGNORECASE)),
-    ("deallocate", re.compile(r"DEALLOCATE\b", re.IGNORECASE)),
-    ("discard", re.compile(r"DISCARD\s+ALL\b", re.IGNORECASE)),
-)
-_DEALLOCATE = re.compile(r"DEALLOCATE\s+(?:PREPARE\s+)?(ALL\b|\"(?:[^\"]|\"\")+\"|\w+)", re.IGNORECASE)
 _SET_STATEMENT = re.compile(r"(?:SET|RESET)\s+(?:SESSION\s+|LOCAL\s+)?([A-Za-z_]+)", re.IGNORECASE)
 # Settings whose changes PostgreSQL reports to the client with ParameterStatus.
 _REPORTED_SETTINGS = {
     "application_name": "application_name",
-    "client_encoding": "client_encoding",
     "datestyle": "DateStyle",
     "timezone": "TimeZone",
     "time": "TimeZone",
     "intervalstyle": "IntervalStyle",
     "standard_conforming_strings": "standard_conforming_strings",
 }
-
-
-def transaction_control(sql: str) -> str | None:
-    """'begin', 'commit', 'rollback', 'savepoint', 'release', 'rollback_to', 'deallocate', 'discard' or None."""
-    text = _LEADING_NOISE.sub("", sql, count=1)
-    for kind, pattern in _CONTROL_PATTERNS:
-        if pattern.match(text):
-            return kind
-    return None
-
-
-# ---- per-connection state -----------------------------------------------------
-
-
-@dataclass
-class _Prepared:
-    sql: str
-    param_oids: list[int]
-    catalog: bool
-
-
-@dataclass
-class _Portal:
-    statement: _Prepared
-    params: list[object]
-    result_formats: list[int]
-    result: QueryResult | None = None
-    position: int = 0
-    encoders: list[ValueEncoder] | None = None
-    done: bool = False
+_FLUSH_BYTES = 256 << 10
+_ENCODE_ROWS_PER_CHUNK = 2000
+_ENCODE_INLINE_ROWS_MAX = 64
 
 
 @dataclass
@@ -184,10 +138,6 @@ class _ServerState:
     verifier: ScramVerifier | None
     connections: dict[int, _Connection] = field(default_factory=dict)
     process_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(10_000))
-
-
-_FLUSH_BYTES = 256 << 10
-_ENCODE_ROWS_PER_CHUNK = 2000
 
 
 class _Connection:
@@ -203,15 +153,14 @@ class _Connection:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pgwire-{self.process_id}")
         self.session: SessionLike | None = None
         self._user = ""
-        self._status = "I"
-        self._statements: dict[str, _Prepared] = {}
-        self._portals: dict[str, _Portal] = {}
+        self.transaction = TransactionBlock()
+        self._extended = ExtendedQuery(self)
         self._ignore_till_sync = False
         self.running = False
         self.cancel_requested = False
 
     # ---- I/O ----------------------------------------------------------------
-    def _send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
         self._out += data
 
     async def _flush(self) -> None:
@@ -220,10 +169,6 @@ class _Connection:
             self._out.clear()
         await self._writer.drain()
 
-    async def _flush_if_large(self) -> None:
-        if len(self._out) >= _FLUSH_BYTES:
-            await self._flush()
-
     async def _read_message(self) -> tuple[bytes, bytes]:
         header = await self._reader.readexactly(5)
         length = int.from_bytes(header[1:], "big", signed=True)
@@ -231,8 +176,8 @@ class _Connection:
             raise errors.ProtocolViolation(f"invalid message length {length}")
         return header[:1], await self._reader.readexactly(length - 4)
 
-    async def _call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a blocking session call on this connection's thread; a cancelled one reports 57014."""
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call on this connection's thread; one cancelled by the client reports 57014."""
         loop = asyncio.get_running_loop()
         self.running, self.cancel_requested = True, False
         try:
@@ -249,24 +194,22 @@ class _Connection:
         try:
             if await self._startup():
                 await self._message_loop()
-        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+        except (ConnectionError, asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
             pass
-        except errors.ProtocolViolation as e:
+        except (errors.ProtocolViolation, PgError) as e:
             with contextlib.suppress(ConnectionError, OSError):
                 self._send_error(e, severity="FATAL")
                 await self._flush()
-        except asyncio.CancelledError:
-            pass
         except Exception:
             logger.exception("pgwire connection %d failed", self.process_id)
         finally:
-            await self._cleanup()
+            self._cleanup()
 
-    async def _cleanup(self) -> None:
+    def _cleanup(self) -> None:
         self._state.connections.pop(self.process_id, None)
         session, self.session = self.session, None
         if session is not None:
-            # Runs after any statement still executing on this connection's thread.
+            # Queued behind any statement still running on this connection's thread.
             future: Future[None] = self._executor.submit(_close_quietly, session)
             future.add_done_callback(lambda _: None)
         self._executor.shutdown(wait=False)
@@ -274,7 +217,8 @@ class _Connection:
             self._writer.close()
 
     # ---- startup --------------------------------------------------------------
-    async def _startup(self) -> bool:
+    async def _startup_packet(self) -> tuple[int, msg.PayloadReader] | None:
+        """The StartupMessage (code, reader), after refusing SSL/GSSENC; None after a CancelRequest."""
         while True:
             length = int.from_bytes(await self._reader.readexactly(4), "big", signed=True)
             if length < 8 or length > msg.STARTUP_BYTES_MAX:
@@ -287,26 +231,31 @@ class _Connection:
                 continue
             if code == msg.CANCEL_REQUEST_CODE:
                 self._handle_cancel_request(reader.int32(), reader.int32())
-                return False
-            break
-        if code >> 16 != 3:
-            raise errors.ProtocolViolation(f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}")
+                return None
+            if code >> 16 != 3:
+                raise errors.ProtocolViolation(f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}")
+            return code, reader
+
+    async def _startup(self) -> bool:
+        packet = await self._startup_packet()
+        if packet is None:
+            return False
+        code, reader = packet
         params: dict[str, str] = {}
         while reader.remaining > 1:
             key = reader.cstring()
             params[key] = reader.cstring()
         unrecognized = [key for key in params if key.startswith("_pq_.")]
         if code & 0xFFFF or unrecognized:
-            self._send(msg.negotiate_protocol_version(0, unrecognized))
+            self.send(msg.negotiate_protocol_version(0, unrecognized))
         user = params.get("user", "")
         if not user:
             raise PgError("28000", "no PostgreSQL user name specified in startup packet", severity="FATAL")
-        database = params.get("database") or user
         if self._state.verifier is not None and not await self._authenticate(user):
             return False
-        self._send(msg.authentication_ok())
+        self.send(msg.authentication_ok())
         try:
-            self.session = await self._call(self._state.session_factory, user, database)
+            self.session = await self.call(self._state.session_factory, user, params.get("database") or user)
         except Exception as e:
             self._send_error(e, severity="FATAL")
             await self._flush()
@@ -314,12 +263,12 @@ class _Connection:
         self._user = user
         if params.get("application_name"):
             with contextlib.suppress(Exception):
-                await self._call(self.session.set_setting, "application_name", params["application_name"])
-        for name, value in await self._call(self._startup_parameters):
-            self._send(msg.parameter_status(name, value))
+                await self.call(self.session.set_setting, "application_name", params["application_name"])
+        for name, value in await self.call(self._startup_parameters):
+            self.send(msg.parameter_status(name, value))
         self._state.connections[self.process_id] = self
-        self._send(msg.backend_key_data(self.process_id, self.secret_key))
-        self._send(msg.ready_for_query("I"))
+        self.send(msg.backend_key_data(self.process_id, self.secret_key))
+        self.send(msg.ready_for_query("I"))
         await self._flush()
         return True
 
@@ -347,29 +296,29 @@ class _Connection:
 
     async def _authenticate(self, user: str) -> bool:
         assert self._state.verifier is not None
-        self._send(msg.authentication_sasl([SCRAM_MECHANISM]))
+        self.send(msg.authentication_sasl([SCRAM_MECHANISM]))
         await self._flush()
         exchange = ScramExchange(self._state.verifier)
         try:
-            kind, payload = await self._read_message()
-            if kind != b"p":
-                raise errors.ProtocolViolation("expected SASL response")
-            reader = msg.PayloadReader(payload)
+            reader = msg.PayloadReader(await self._sasl_response())
             if reader.cstring() != SCRAM_MECHANISM:
                 raise PgError("28000", "client selected an invalid SASL authentication mechanism", severity="FATAL")
             size = reader.int32()
-            self._send(msg.authentication_sasl_continue(exchange.server_first(reader.take(size))))
+            self.send(msg.authentication_sasl_continue(exchange.server_first(reader.take(size))))
             await self._flush()
-            kind, payload = await self._read_message()
-            if kind != b"p":
-                raise errors.ProtocolViolation("expected SASL response")
-            self._send(msg.authentication_sasl_final(exchange.server_final(payload)))
+            self.send(msg.authentication_sasl_final(exchange.server_final(await self._sasl_response())))
             return True
         except (ScramFailure, UnicodeDecodeError, ValueError):
             error = PgError("28P01", f'password authentication failed for user "{user}"', severity="FATAL")
-            self._send_error(error, severity="FATAL")
+            self._send_error(error)
             await self._flush()
             return False
+
+    async def _sasl_response(self) -> bytes:
+        kind, payload = await self._read_message()
+        if kind != b"p":
+            raise errors.ProtocolViolation(f"expected SASL response, got message type {kind!r}")
+        return payload
 
     def _handle_cancel_request(self, process_id: int, secret_key: int) -> None:
         connection = self._state.connections.get(process_id)
@@ -377,27 +326,29 @@ class _Connection:
             return
         if connection.running:
             connection.cancel_requested = True
-            session = connection.session
             # Not on the connection's own thread: that one is busy running the statement.
-            threading.Thread(target=_cancel_quietly, args=(session,), daemon=True).start()
+            threading.Thread(target=_cancel_quietly, args=(connection.session,), daemon=True).start()
 
     # ---- message loop ----------------------------------------------------------
     async def _message_loop(self) -> None:
         handlers: dict[bytes, Callable[[bytes], Any]] = {
             b"Q": self._simple_query,
-            b"P": self._parse,
-            b"B": self._bind,
-            b"D": self._describe,
-            b"E": self._execute,
-            b"C": self._close,
-            b"H": self._flush_message,
+            b"P": self._extended.parse,
+            b"B": self._extended.bind,
+            b"D": self._extended.describe,
+            b"E": self._extended.execute,
+            b"C": self._extended.close,
+            b"H": lambda _: self._flush(),
         }
         while True:
             kind, payload = await self._read_message()
             if kind == b"X":
                 return
             if kind == b"S":
-                await self._sync()
+                self._ignore_till_sync = False
+                self._extended.on_sync()
+                self.send(msg.ready_for_query(self.transaction.status))
+                await self._flush()
                 continue
             if kind in (b"d", b"c", b"f"):
                 continue  # the rest of a COPY that failed; PostgreSQL ignores it too
@@ -408,22 +359,13 @@ class _Connection:
                 raise errors.ProtocolViolation(f"invalid frontend message type {kind[0]}")
             try:
                 await handler(payload)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                raise
-            except errors.ProtocolViolation:
+            except (ConnectionError, asyncio.IncompleteReadError, errors.ProtocolViolation):
                 raise
             except Exception as e:
+                # An error in the extended protocol skips everything up to Sync.
                 self._send_error(e)
-                self._after_error()
-                if kind == b"Q":
-                    self._send(msg.ready_for_query(self._status))
-                    await self._flush()
-                else:
-                    self._ignore_till_sync = True
-
-    def _after_error(self) -> None:
-        if self._status == "T":
-            self._status = "E"
+                self.transaction.on_error()
+                self._ignore_till_sync = True
 
     def _send_error(self, error: BaseException, *, severity: str | None = None, statement_offset: int = 0) -> None:
         code = sqlstate_for(error)
@@ -441,299 +383,121 @@ class _Connection:
                 fields["H"] = error.hint
             if error.position is not None:
                 fields["P"] = str(error.position + statement_offset)
-        self._send(msg.error_response(fields))
+        self.send(msg.error_response(fields))
 
     def _send_notice(self, text: str, *, severity: str = "NOTICE", code: str = "00000") -> None:
-        self._send(msg.notice_response({"S": severity, "V": severity, "C": code, "M": text}))
+        self.send(msg.notice_response({"S": severity, "V": severity, "C": code, "M": text}))
 
     # ---- running statements -----------------------------------------------------
-    def _run_blocking(self, statement: _Prepared, params: list[object] | None) -> QueryResult:
+    def _run_blocking(self, statement: PreparedStatement, params: list[object] | None) -> QueryResult:
         assert self.session is not None
-        if statement.catalog:
+        if is_catalog_statement(statement, self.session):
             result = answer_catalog_query(statement.sql, self.session, params)
             if result is not None:
                 return result
         return self.session.execute(statement.sql, params)
 
-    async def _run(self, statement: _Prepared, params: list[object] | None) -> QueryResult:
+    async def run_statement(self, statement: PreparedStatement, params: list[object] | None) -> QueryResult:
         """One statement, with PostgreSQL's transaction-block bookkeeping around it."""
-        assert self.session is not None
         control = transaction_control(statement.sql)
-        if self._status == "E" and control not in ("commit", "rollback", "rollback_to"):
-            raise PgError("25P02", "current transaction is aborted, commands ignored until end of transaction block")
+        self.transaction.check_allowed(control)
         if control in ("savepoint", "release", "rollback_to"):
-            return self._savepoint(control)
+            return QueryResult(command_tag=self.transaction.savepoint(control))
         if control in ("deallocate", "discard"):
-            return self._deallocate(statement.sql, control)
-        result = await self._call(self._run_blocking, statement, params)
+            return self._extended.deallocate(statement.sql, control)
+        result = await self.call(self._run_blocking, statement, params)
         if control is not None:
-            result = self._transaction_block(control, result)
+            tag, warnings = self.transaction.apply(control, result.command_tag)
+            for warning in warnings:
+                self._send_notice(warning.message, severity=warning.severity, code=warning.sqlstate)
+            result = QueryResult(command_tag=tag, notices=result.notices)
         else:
             await self._report_setting_change(statement.sql)
         for notice in result.notices:
             self._send_notice(notice)
         return result
 
-    def _transaction_block(self, control: str, result: QueryResult) -> QueryResult:
-        if control == "begin":
-            if self._status != "I":
-                self._send_notice("there is already a transaction in progress", severity="WARNING", code="25001")
-            self._status = "T"
-            return result
-        if self._status == "I":
-            self._send_notice("there is no transaction in progress", severity="WARNING", code="25P01")
-        tag = "ROLLBACK" if self._status == "E" else result.command_tag
-        self._status = "I"
-        return QueryResult(command_tag=tag, notices=result.notices)
-
-    def _savepoint(self, control: str) -> QueryResult:
-        # tidegate autocommits each statement, so a savepoint has nothing to
-        # restore; only the transaction status changes, as PostgreSQL's would.
-        names = {"savepoint": "SAVEPOINT", "release": "RELEASE SAVEPOINT", "rollback_to": "ROLLBACK TO SAVEPOINT"}
-        if self._status == "I":
-            raise PgError("25P01", f"{names[control]} can only be used in transaction blocks")
-        if control == "rollback_to":
-            self._status = "T"
-            return QueryResult(command_tag="ROLLBACK")
-        return QueryResult(command_tag="SAVEPOINT" if control == "savepoint" else "RELEASE")
-
-    def _deallocate(self, sql: str, control: str) -> QueryResult:
-        """DEALLOCATE and DISCARD ALL act on this connection's prepared statements."""
-        if control == "discard":
-            self._statements.clear()
-            self._portals.clear()
-            return QueryResult(command_tag="DISCARD ALL")
-        match = _DEALLOCATE.match(_LEADING_NOISE.sub("", sql, count=1))
-        if match is None:
-            raise errors.SqlSyntaxError("syntax error at end of DEALLOCATE", position=len(sql))
-        name = match.group(1)
-        if name.upper() == "ALL":
-            self._statements = {"": s} if (s := self._statements.get("")) is not None else {}
-            return QueryResult(command_tag="DEALLOCATE ALL")
-        name = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
-        if self._statements.pop(name, None) is None:
-            raise PgError("26000", f'prepared statement "{name}" does not exist')
-        return QueryResult(command_tag="DEALLOCATE")
-
     async def _report_setting_change(self, sql: str) -> None:
-        match = _SET_STATEMENT.match(_LEADING_NOISE.sub("", sql, count=1))
-        if match is None or self.session is None:
-            return
-        name = _REPORTED_SETTINGS.get(match.group(1).lower())
-        if name is None or name == "client_encoding":
+        match = _SET_STATEMENT.match(strip_leading_noise(sql))
+        name = _REPORTED_SETTINGS.get(match.group(1).lower()) if match is not None else None
+        if name is None or self.session is None:
             return
         with contextlib.suppress(Exception):
-            value = await self._call(self.session.get_setting, name)
-            self._send(msg.parameter_status(name, value))
+            self.send(msg.parameter_status(name, await self.call(self.session.get_setting, name)))
 
-    def _prepare(self, sql: str, param_oids: list[int]) -> _Prepared:
-        assert self.session is not None
-        return _Prepared(sql=sql, param_oids=param_oids, catalog=is_catalog_query(sql, self.session))
-
-    # ---- simple query --------------------------------------------------------
     async def _simple_query(self, payload: bytes) -> None:
         assert self.session is not None
         sql = msg.PayloadReader(payload).cstring()
-        self._portals.pop("", None)
-        statements = await self._call(self.session.split_statements, sql)
-        if not statements:
-            self._send(msg.empty_query_response())
+        self._extended.portals.pop("", None)
+        try:
+            statements = await self.call(self.session.split_statements, sql)
+        except Exception as e:
+            statements = []
+            self._send_error(e)
+            self.transaction.on_error()
+        else:
+            if not statements:
+                self.send(msg.empty_query_response())
         search_from = 0
         for text in statements:
             offset = sql.find(text, search_from)
             if offset >= 0:
                 search_from = offset + len(text)
             try:
-                statement = await self._call(self._prepare, text, [])
-                result = await self._run(statement, None)
+                result = await self.run_statement(PreparedStatement(sql=text, param_oids=[]), None)
                 if result.copy_in is not None:
-                    result = await self._copy_in(result.copy_in)
-                await self._send_rows(result, None, describe=True, limit=0, portal=None)
+                    result = await self.receive_copy(result.copy_in)
+                await self.send_rows(result, None, describe=True, limit=0, portal=None)
             except (ConnectionError, asyncio.IncompleteReadError, errors.ProtocolViolation):
                 raise
             except Exception as e:
+                # The rest of the query string is skipped, as PostgreSQL does.
                 self._send_error(e, statement_offset=max(offset, 0))
-                self._after_error()
+                self.transaction.on_error()
                 break
-        self._send(msg.ready_for_query(self._status))
-        await self._flush()
-
-    # ---- extended query ------------------------------------------------------
-    async def _parse(self, payload: bytes) -> None:
-        reader = msg.PayloadReader(payload)
-        name, sql = reader.cstring(), reader.cstring()
-        param_oids = [reader.uint32() for _ in range(reader.int16())]
-        if name and name in self._statements:
-            raise PgError("42P05", f'prepared statement "{name}" already exists')
-        if self._status == "E" and transaction_control(sql) not in ("commit", "rollback", "rollback_to"):
-            raise PgError("25P02", "current transaction is aborted, commands ignored until end of transaction block")
-        self._statements[name] = await self._call(self._prepare, sql, param_oids)
-        self._send(msg.parse_complete())
-
-    def _statement(self, name: str) -> _Prepared:
-        statement = self._statements.get(name)
-        if statement is None:
-            raise PgError("26000", f'prepared statement "{name}" does not exist')
-        return statement
-
-    def _portal(self, name: str) -> _Portal:
-        portal = self._portals.get(name)
-        if portal is None:
-            raise PgError("34000", f'portal "{name}" does not exist')
-        return portal
-
-    async def _bind(self, payload: bytes) -> None:
-        reader = msg.PayloadReader(payload)
-        portal_name, statement_name = reader.cstring(), reader.cstring()
-        statement = self._statement(statement_name)
-        param_formats = [reader.int16() for _ in range(reader.int16())]
-        raw_values: list[bytes | None] = []
-        for _ in range(reader.int16()):
-            size = reader.int32()
-            raw_values.append(None if size < 0 else reader.take(size))
-        result_formats = [reader.int16() for _ in range(reader.int16())]
-        if portal_name and portal_name in self._portals:
-            raise PgError("42P03", f'cursor "{portal_name}" already exists')
-        oids = statement.param_oids + [0] * (len(raw_values) - len(statement.param_oids))
-        params = [decode_parameter(raw, oids[i], _format_at(param_formats, i)) for i, raw in enumerate(raw_values)]
-        self._portals[portal_name] = _Portal(statement=statement, params=params, result_formats=result_formats)
-        self._send(msg.bind_complete())
-
-    async def _describe(self, payload: bytes) -> None:
-        reader = msg.PayloadReader(payload)
-        kind, name = reader.byte(), reader.cstring()
-        if kind == b"S":
-            statement = self._statement(name)
-            oids, columns = await self._call(self._describe_blocking, statement)
-            statement.param_oids = oids
-            self._send(msg.parameter_description(oids))
-            if columns is None:
-                self._send(msg.no_data())
-            else:
-                self._send(msg.row_description([_field(c, 0) for c in columns]))
-            return
-        if kind != b"P":
-            raise errors.ProtocolViolation(f"invalid DESCRIBE message subtype {kind!r}")
-        portal = self._portal(name)
-        # Describe-then-Execute is what clients send: run the portal now and keep
-        # its result for the Execute that follows.
-        result = await self._portal_result(portal)
-        if result.columns is None or result.copy_in is not None:
-            self._send(msg.no_data())
-            return
-        portal.encoders = [
-            encoder_for(c.type, _format_at(portal.result_formats, i)) for i, c in enumerate(result.columns)
-        ]
-        self._send(
-            msg.row_description([_field(c, _format_at(portal.result_formats, i)) for i, c in enumerate(result.columns)])
-        )
-
-    def _describe_blocking(self, statement: _Prepared) -> tuple[list[int], list[Column] | None]:
-        assert self.session is not None
-        if not statement.sql.strip():
-            return [], None
-        if statement.catalog:
-            result = answer_catalog_query(statement.sql, self.session, None)
-            if result is not None:
-                count = max(catalog_parameter_count(statement.sql), len(statement.param_oids))
-                oids = statement.param_oids + [0] * (count - len(statement.param_oids))
-                return [oid or 25 for oid in oids], result.columns
-        oids, columns = self.session.describe(statement.sql, list(statement.param_oids))
-        return list(oids), columns
-
-    async def _portal_result(self, portal: _Portal) -> QueryResult:
-        if portal.result is None:
-            if not portal.statement.sql.strip():
-                portal.result = QueryResult(command_tag="")
-            else:
-                portal.result = await self._run(portal.statement, portal.params)
-        return portal.result
-
-    async def _execute(self, payload: bytes) -> None:
-        reader = msg.PayloadReader(payload)
-        name, limit = reader.cstring(), reader.int32()
-        portal = self._portal(name)
-        if not portal.statement.sql.strip():
-            self._send(msg.empty_query_response())
-            return
-        if self._status == "E" and transaction_control(portal.statement.sql) not in (
-            "commit",
-            "rollback",
-            "rollback_to",
-        ):
-            raise PgError("25P02", "current transaction is aborted, commands ignored until end of transaction block")
-        result = await self._portal_result(portal)
-        if result.copy_in is not None:
-            portal.result = result = await self._copy_in(result.copy_in)
-        if portal.done and result.columns is None:
-            return
-        await self._send_rows(result, portal.result_formats, describe=False, limit=max(limit, 0), portal=portal)
-
-    async def _close(self, payload: bytes) -> None:
-        reader = msg.PayloadReader(payload)
-        kind, name = reader.byte(), reader.cstring()
-        if kind == b"S":
-            self._statements.pop(name, None)
-        elif kind == b"P":
-            self._portals.pop(name, None)
-        else:
-            raise errors.ProtocolViolation(f"invalid CLOSE message subtype {kind!r}")
-        self._send(msg.close_complete())
-
-    async def _sync(self) -> None:
-        self._ignore_till_sync = False
-        if self._status == "I":
-            self._portals.clear()
-        self._send(msg.ready_for_query(self._status))
-        await self._flush()
-
-    async def _flush_message(self, _: bytes) -> None:
+        self.send(msg.ready_for_query(self.transaction.status))
         await self._flush()
 
     # ---- results ---------------------------------------------------------------
-    async def _send_rows(
-        self,
-        result: QueryResult,
-        formats: list[int] | None,
-        *,
-        describe: bool,
-        limit: int,
-        portal: _Portal | None,
+    async def send_rows(
+        self, result: QueryResult, formats: list[int] | None, *, describe: bool, limit: int, portal: Portal | None
     ) -> None:
+        """DataRows (from the portal's position, at most ``limit``; 0: all) and CommandComplete."""
         columns = result.columns
         if columns is None:
-            self._send(msg.command_complete(result.command_tag))
+            self.send(msg.command_complete(result.command_tag))
             if portal is not None:
                 portal.done = True
             return
-        format_codes = formats or []
+        codes = [format_at(formats or [], i) for i in range(len(columns))]
         encoders = portal.encoders if portal is not None and portal.encoders is not None else None
         if encoders is None:
-            encoders = [encoder_for(c.type, _format_at(format_codes, i)) for i, c in enumerate(columns)]
+            encoders = [encoder_for(c.type, code) for c, code in zip(columns, codes)]
         if describe:
-            self._send(msg.row_description([_field(c, _format_at(format_codes, i)) for i, c in enumerate(columns)]))
+            self.send(msg.row_description([field_description(c, code) for c, code in zip(columns, codes)]))
         start = portal.position if portal is not None else 0
         end = len(result.rows) if limit == 0 else min(len(result.rows), start + limit)
         for chunk_start in range(start, end, _ENCODE_ROWS_PER_CHUNK):
             chunk = result.rows[chunk_start : min(end, chunk_start + _ENCODE_ROWS_PER_CHUNK)]
-            if len(chunk) < 64:
-                self._send(_encode_rows(chunk, encoders))
+            if len(chunk) <= _ENCODE_INLINE_ROWS_MAX:
+                self.send(_encode_rows(chunk, encoders))
             else:
                 # Big results are encoded on the connection's thread, off the event loop.
-                self._send(await self._call(_encode_rows, chunk, encoders))
-            await self._flush_if_large()
+                self.send(await self.call(_encode_rows, chunk, encoders))
+            if len(self._out) >= _FLUSH_BYTES:
+                await self._flush()
         if portal is not None:
             portal.position = end
             if end < len(result.rows):
-                self._send(msg.portal_suspended())
+                self.send(msg.portal_suspended())
                 return
             portal.done = True
-        self._send(msg.command_complete(_row_set_tag(result.command_tag, end - start)))
+        self.send(msg.command_complete(_row_set_tag(result.command_tag, end - start)))
 
     # ---- COPY FROM STDIN ------------------------------------------------------------
-    async def _copy_in(self, copy_in: CopyIn) -> QueryResult:
-        """Receive CopyData until CopyDone; returns the final ``COPY n`` result."""
-        self._send(msg.copy_in_response(len(copy_in.columns)))
+    async def receive_copy(self, copy_in: CopyIn) -> QueryResult:
+        """CopyInResponse, then CopyData until CopyDone; returns the final ``COPY n`` result."""
+        self.send(msg.copy_in_response(len(copy_in.columns)))
         await self._flush()
         batcher = CopyBatcher(format=copy_in.format, quote=copy_in.quote, escape=copy_in.escape, header=copy_in.header)
         loop = asyncio.get_running_loop()
@@ -756,35 +520,18 @@ class _Connection:
                     # Decoding batch N overlaps with receiving batch N+1; at most one is in flight.
                     if pending is not None:
                         await pending
-                    pending = loop.run_in_executor(self._executor, _write_batch, copy_in, batch)
+                    pending = loop.run_in_executor(self._executor, write_batch, copy_in, batch)
                 if kind == b"c":
                     if pending is not None:
                         await pending
-                        pending = None
-                    return await self._call(copy_in.finish)
+                    return await self.call(copy_in.finish)
         except BaseException:
             if pending is not None:
                 with contextlib.suppress(BaseException):
                     await pending
             with contextlib.suppress(Exception):
-                await self._call(copy_in.abort)
+                await self.call(copy_in.abort)
             raise
-
-
-def _write_batch(copy_in: CopyIn, batch: CopyBatch) -> None:
-    table = decode_copy(
-        batch.data,
-        copy_in.columns,
-        format=copy_in.format,
-        delimiter=copy_in.delimiter,
-        null=copy_in.null,
-        header=batch.header,
-        quote=copy_in.quote,
-        escape=copy_in.escape,
-        first_line=batch.first_line,
-    )
-    if table.num_rows:
-        copy_in.write(table)
 
 
 def _encode_rows(rows: Sequence[Sequence[Any]], encoders: list[ValueEncoder]) -> bytes:
@@ -795,26 +542,6 @@ def _row_set_tag(tag: str, rows_sent: int) -> str:
     if tag.split(" ", 1)[0].upper() == "SELECT":
         return f"SELECT {rows_sent}"
     return tag
-
-
-def _format_at(codes: list[int], index: int) -> int:
-    if not codes:
-        return 0
-    if len(codes) == 1:
-        return codes[0]
-    if index >= len(codes):
-        raise errors.ProtocolViolation("bind message has fewer format codes than columns or parameters")
-    return codes[index]
-
-
-def _field(column: Column, format_code: int) -> msg.FieldDescription:
-    return msg.FieldDescription(
-        name=column.name,
-        type_oid=column.type.pg_oid,
-        type_size=column.type.pg_typlen,
-        type_modifier=column.type.pg_typmod,
-        format_code=format_code,
-    )
 
 
 def _close_quietly(session: SessionLike) -> None:

@@ -6,6 +6,7 @@ classes, so the tests exercise the real SQLSTATE mapping. Extra statements
 for tests:
 
 * ``FAIL <ErrorClass> [<position>]`` raises that error (message "fail <class>").
+* ``NOTICE <text>`` returns command tag NOTICE with that notice.
 * ``SELECT block()`` blocks until the test releases ``factory.release`` or the
   statement is cancelled (then it raises InternalError).
 """
@@ -147,6 +148,8 @@ class FakeSession:
             cls = getattr(errors, words[1])
             position = int(words[2]) if len(words) > 2 else None
             raise cls(f"fail {words[1]}", position=position, hint="a hint" if position else None)
+        if first == "NOTICE":
+            return QueryResult(command_tag="NOTICE", notices=[sql.split(None, 1)[1]])
         if first == "SET":
             match = re.match(r"SET\s+(\w+)\s*(?:=|TO)\s*'?([^']*)'?", sql, re.IGNORECASE)
             assert match is not None

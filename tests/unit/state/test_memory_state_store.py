@@ -113,6 +113,7 @@ def test_sealing_an_epoch_not_greater_than_the_previous_one_raises() -> None:
 
 
 def test_sealing_an_older_epoch_after_an_empty_delta_raises() -> None:
+    """Regression: only non-empty deltas used to count as sealed."""
     store = new_store()
     store.seal(TABLE, 10, delta([INS], [(1, "a")]))
     store.seal(TABLE, 20, delta([], []))
@@ -121,6 +122,7 @@ def test_sealing_an_older_epoch_after_an_empty_delta_raises() -> None:
 
 
 def test_sealing_at_or_below_the_compacted_epoch_raises() -> None:
+    """Regression: compaction empties the delta list, which used to disable the check."""
     store = new_store()
     store.seal(TABLE, 10, delta([INS], [(1, "a")]))
     store.commit_epoch(10)

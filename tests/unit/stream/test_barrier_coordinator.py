@@ -180,6 +180,8 @@ def test_an_actor_failure_fails_every_waiter_and_later_submissions() -> None:
 
 
 def test_a_command_queued_before_an_actor_failure_fails_too() -> None:
+    """Regression: run() used to inject such a command after the failure and never resolve it."""
+
     async def test(h: Harness) -> None:
         await start_two_actors(h)
         done = h.coordinator.submit(Command())  # queued; run() has not taken it yet

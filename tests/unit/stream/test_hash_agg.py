@@ -6,9 +6,7 @@ import pickle
 import random
 from decimal import Decimal
 
-import duckdb
 import pyarrow as pa
-import pytest
 from scripted import (
     DEL,
     INS,
@@ -32,9 +30,7 @@ from tidegate.state.store import MemoryStateStore
 from tidegate.stream.messages import Barrier, Message
 from tidegate.stream.operators.hash_agg import AGG_STATE_SCHEMA, AggCall, HashAgg
 
-SCHEMA = pa.schema(
-    [("k", pa.int32()), ("v", pa.int32()), ("price", pa.decimal128(38, 2)), ("x", pa.float64())]
-)
+SCHEMA = pa.schema([("k", pa.int32()), ("v", pa.int32()), ("price", pa.decimal128(38, 2)), ("x", pa.float64())])
 NUMERIC = pa.decimal128(38, 10)
 
 
@@ -254,9 +250,7 @@ def test_min_of_decimal_and_max_of_string_keys() -> None:
 
 def test_null_group_key_is_a_group_of_its_own() -> None:
     messages = [barrier(1), inserts(SCHEMA, rows((None, 1), (None, 2), (1, 3))), barrier(2)]
-    assert sorted(changes(run(agg(messages, COUNT))), key=repr) == sorted(
-        [(INS, (None, 2)), (INS, (1, 1))], key=repr
-    )
+    assert sorted(changes(run(agg(messages, COUNT))), key=repr) == sorted([(INS, (None, 2)), (INS, (1, 1))], key=repr)
 
 
 # ---- global aggregate -------------------------------------------------------
@@ -353,8 +347,9 @@ def test_state_is_committed_before_the_barrier_goes_downstream() -> None:
     assert seen == [(1, {(1,): 1, (2,): 1}), (2, {(2,): 2}), (3, {(2,): 2})]
 
 
-# ---- bugs -------------------------------------------------------------------
+# ---- regressions -----------------------------------------------------------
 def test_sum_retracts_the_smallest_int32() -> None:
+    """Regression: the retraction negated the argument in its own type and overflowed."""
     calls = [("sum", 1, pa.int64())]
     smallest = -(2**31)
     messages = [

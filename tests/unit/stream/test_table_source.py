@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Callable
 
 import pyarrow as pa
-import pytest
 from scripted import barrier, changes, inserts, table_rows
 
 from tidegate.common.chunk import Chunk
@@ -126,6 +125,7 @@ def restart(store: MemoryStateStore, log: FakeLog, at: int) -> list[Message]:
 
 
 def test_a_source_restarted_twice_does_not_replay_what_it_committed() -> None:
+    """Regression: the restored offset row was never deleted, so a second restart read it again."""
     store = MemoryStateStore()
     offsets = StateTable(store, OFFSETS_TABLE, OFFSET_SCHEMA, [0])
     offsets.write(inserts(OFFSET_SCHEMA, [(0, 3)]))
