@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import select
 import signal
 import subprocess
@@ -452,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         for run in range(1, args.repeat + 1):
             print(f"running {PATH_LABELS[path]}, run {run}/{args.repeat} ...", flush=True)
+            load_before = os.getloadavg()[0]
             try:
                 if path == "a":
                     result = run_copy(text_blocks, rows, args)
@@ -461,7 +463,14 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_embedded_worker(rows, args)
             except Exception as error:  # a benchmark run that dies is a result too
                 result = _error_result(rows, error)
-            result.update(path=path, run=run, target_rows_per_s=TARGETS[path])
+            # Other processes on the machine skew the figures: keep the 1-minute load average beside them.
+            result.update(
+                path=path,
+                run=run,
+                target_rows_per_s=TARGETS[path],
+                loadavg_1m_before=load_before,
+                loadavg_1m_after=os.getloadavg()[0],
+            )
             if "error" not in result:
                 result["rows_per_s"] = rows / result["seconds"]
                 result["ratio_vs_duckdb"] = result["rows_per_s"] / reference["rows_per_s"]
@@ -478,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {result['seconds']:.2f}s ({breakdown}), {result['rows_per_s']:,.0f} rows/s, "
                       f"peak RSS {result['peak_rss_mib']:,.0f} MiB (RSS before load "
                       f"{result['rss_before_load_mib']:,.0f} MiB), view read {result['view_read_seconds']:.3f}s, "
+                      f"load avg {load_before:.2f}->{result['loadavg_1m_after']:.2f} on {os.cpu_count()} CPUs, "
                       f"answer {'correct' if result['check']['correct'] else 'WRONG'}", flush=True)  # fmt: skip
             else:
                 _shout(f"{PATH_LABELS[path]} run {run}: FAILED", [result["error"]])
