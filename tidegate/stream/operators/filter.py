@@ -53,7 +53,9 @@ class Filter(Operator):
 
 def fix_split_updates(ops: np.ndarray, mask: np.ndarray) -> None:
     """Rewrite ops in place where a mask keeps one half of an update pair only."""
+    # A pair is never split across chunks; a trailing UPDATE_DELETE would be a producer bug.
     deletes = np.flatnonzero(ops == Op.UPDATE_DELETE)
+    assert deletes.size == 0 or deletes[-1] + 1 < len(ops), "update pair split across chunks"
     if deletes.size == 0:
         return
     inserts = deletes + 1
