@@ -173,9 +173,8 @@ def parse_file(path: Path, *, _seen: frozenset[Path] = frozenset()) -> list[Reco
         if head == "sleep":
             if len(words) != 2:
                 raise error(index, "sleep needs a duration like 100ms or 2s")
-            records.append(
-                Record("sleep", path, index + 1, index + 1, sleep_seconds=_duration(words[1], error(index, "")), skip=skip)
-            )
+            seconds = _duration(words[1], error(index, ""))
+            records.append(Record("sleep", path, index + 1, index + 1, sleep_seconds=seconds, skip=skip))
             skip = False
             index += 1
             continue

@@ -32,10 +32,9 @@ def translate_error(error: duckdb.Error, sql: str = "") -> errors.TidegateError:
     """The tidegate error a DuckDB error stands for, with a PostgreSQL-like message."""
     text = str(error).split("\n")[0]
     message = re.sub(r"^[A-Za-z ]+ Error: ", "", text)
+    message = re.sub(r" when casting from source column \w+$", "", message)
     if isinstance(error, duckdb.ConversionException):
-        if "out of range" in message:
-            return errors.NumericValueOutOfRange(message)
-        return errors.InvalidTextRepresentation(message)
+        return _conversion_error(message)
     if isinstance(error, duckdb.OutOfRangeException):
         return errors.NumericValueOutOfRange(message)
     if "Division by zero" in message:
@@ -69,6 +68,45 @@ def translate_error(error: duckdb.Error, sql: str = "") -> errors.TidegateError:
     if isinstance(error, duckdb.NotImplementedException):
         return errors.FeatureNotSupported(message)
     return errors.InternalError(message)
+
+
+_DUCK_TYPE_NAMES = {
+    "INT8": "smallint",
+    "INT16": "smallint",
+    "INT32": "integer",
+    "INT64": "bigint",
+    "INT128": "numeric",
+    "FLOAT": "real",
+    "DOUBLE": "double precision",
+    "BOOL": "boolean",
+    "BOOLEAN": "boolean",
+    "DATE": "date",
+    "TIMESTAMP": "timestamp",
+    "TIMESTAMP WITH TIME ZONE": "timestamp with time zone",
+    "INTERVAL": "interval",
+    "BLOB": "bytea",
+}
+_CANNOT_CONVERT = re.compile(r"Could not convert string '(.*)' to ([A-Z0-9 ]+)")
+_OUT_OF_RANGE = re.compile(r"out of range for the destination type ([A-Z0-9]+)")
+_DATETIME = re.compile(r"(?:date|timestamp|time|interval) field value|invalid (?:date|timestamp)", re.I)
+
+
+def _conversion_error(message: str) -> errors.TidegateError:
+    """PostgreSQL's wording for DuckDB's cast failures."""
+    if match := _CANNOT_CONVERT.search(message):
+        value, duck_type = match.groups()
+        type_name = _DUCK_TYPE_NAMES.get(duck_type.strip(), duck_type.strip().lower())
+        return errors.InvalidTextRepresentation(f'invalid input syntax for type {type_name}: "{value}"')
+    if match := _OUT_OF_RANGE.search(message):
+        type_name = _DUCK_TYPE_NAMES.get(match.group(1), match.group(1).lower())
+        return errors.NumericValueOutOfRange(f"{type_name} out of range")
+    if "DECIMAL" in message and "out of range" in message:
+        return errors.NumericValueOutOfRange("numeric field overflow", hint=message)
+    if _DATETIME.search(message):
+        return errors.InvalidDatetimeFormat(message)
+    if "out of range" in message:
+        return errors.NumericValueOutOfRange(message)
+    return errors.InvalidTextRepresentation(message)
 
 
 def find_word(sql: str, word: str) -> int | None:

@@ -114,7 +114,7 @@ def bind_drop(drop: exp.Drop, catalog: Catalog) -> list[Relation]:
     if expected is None:
         raise FeatureNotSupported(f"DROP {kind} is not supported")
     cascade = bool(drop.args.get("cascade"))
-    targets = drop.expressions if drop.expressions else [drop.this]
+    targets = drop.args.get("tables") or drop.expressions or [drop.this]
     ordered: list[Relation] = []
     for target in targets:
         relation = catalog.get(target.name)

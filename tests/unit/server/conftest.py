@@ -186,10 +186,10 @@ class FakeSession:
 
     def _duckdb(self, sql: str, params: list[object] | None) -> QueryResult:
         try:
-            relation = self.db.execute(sql, params or [])
-            if relation.description is None:
+            if not sql.lstrip().lower().startswith(("select", "with", "values")):
+                self.db.execute(sql, params or [])
                 return QueryResult(command_tag=sql.split()[0].upper())
-            table = relation.to_arrow_table()
+            table = self.db.sql(sql, params=params or None).to_arrow_table()
         except duckdb.CatalogException as e:
             name = re.search(r"with name (\w+)", str(e))
             position = sql.find(name.group(1)) + 1 if name else None
