@@ -106,10 +106,9 @@ def select_arrow(
         # Everything lives in one schema: drop "public." / "dev.public." qualifiers.
         table.set("db", None)
         table.set("catalog", None)
-    epoch = database.committed_epoch()
     con = connect()
     try:
-        with database.store.pin(epoch):
+        with database.store.pin_committed() as epoch:
             for name, relation in relations.items():
                 if extra_tables and name in extra_tables:
                     continue

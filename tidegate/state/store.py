@@ -59,6 +59,9 @@ class StateStore(Protocol):
     def pin(self, epoch: int) -> contextlib.AbstractContextManager[None]:
         """Keep ``epoch`` readable (not compacted away) inside the ``with`` block."""
 
+    def pin_committed(self) -> contextlib.AbstractContextManager[int]:
+        """Pin the latest committed epoch, atomically with reading it; yields the epoch."""
+
     def drop_table(self, table_id: int) -> None: ...
 
 
@@ -124,10 +127,23 @@ class MemoryStateStore:
         try:
             yield
         finally:
-            with self._lock:
-                self._pins[epoch] -= 1
-                if not self._pins[epoch]:
-                    del self._pins[epoch]
+            self._unpin(epoch)
+
+    @contextlib.contextmanager
+    def pin_committed(self) -> Iterator[int]:
+        with self._lock:
+            epoch = self._max_committed_epoch
+            self._pins[epoch] = self._pins.get(epoch, 0) + 1
+        try:
+            yield epoch
+        finally:
+            self._unpin(epoch)
+
+    def _unpin(self, epoch: int) -> None:
+        with self._lock:
+            self._pins[epoch] -= 1
+            if not self._pins[epoch]:
+                del self._pins[epoch]
 
     def snapshot(self, table_id: int, epoch: int) -> pa.Table:
         with self._lock:
