@@ -14,14 +14,17 @@ The tree::
     │   ├── GroupingError              a column neither grouped nor aggregated
     │   ├── DependentObjectsExist      DROP of a relation others read, without CASCADE
     │   ├── WrongObjectType            DROP TABLE of a view, INSERT into a view, ...
-    │   ├── InvalidParameterValue      SET of an unknown setting or a bad value
+    │   ├── InvalidParameterValue      SET of a setting to a value it does not accept
+    │   ├── UndefinedObject            SET / SHOW of a setting that does not exist
+    │   ├── InvalidColumnReference     GROUP BY / ORDER BY position out of range, bad ON CONFLICT target
     │   └── FeatureNotSupported        valid SQL that tidegate does not run (yet)
     ├── DataError                      a value that does not fit (22xxx)
     │   ├── NumericValueOutOfRange
     │   ├── InvalidTextRepresentation
     │   ├── StringDataRightTruncation
     │   ├── DivisionByZero
-    │   └── InvalidDatetimeFormat
+    │   ├── InvalidDatetimeFormat
+    │   └── DatetimeFieldOverflow
     ├── IntegrityError
     │   ├── UniqueViolation            INSERT of an existing primary key without ON CONFLICT
     │   └── NotNullViolation           NULL into a NOT NULL or primary-key column
@@ -97,6 +100,14 @@ class InvalidParameterValue(SqlError):
     """SET of an unknown setting, or a value it does not accept."""
 
 
+class UndefinedObject(SqlError):
+    """SET or SHOW of a setting that does not exist."""
+
+
+class InvalidColumnReference(SqlError):
+    """A position or conflict target that names no column or constraint."""
+
+
 class FeatureNotSupported(SqlError):
     """Valid SQL that tidegate does not run."""
 
@@ -123,6 +134,10 @@ class DivisionByZero(DataError):
 
 class InvalidDatetimeFormat(DataError):
     """A string that is not a valid date, time or timestamp."""
+
+
+class DatetimeFieldOverflow(DataError):
+    """A date or time field out of range (February 30th)."""
 
 
 class IntegrityError(TidegateError):

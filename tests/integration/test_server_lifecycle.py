@@ -40,9 +40,10 @@ def server(data_dir: Path) -> Iterator[int]:
             try:
                 with psycopg.connect(f"host=127.0.0.1 port={port} user=root dbname=dev", connect_timeout=1):
                     break
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as error:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {process.stdout.read() if process.stdout else ''}")
+                    output = process.stdout.read() if process.stdout else ""
+                    raise RuntimeError(f"server did not start: {output}") from error
                 time.sleep(0.1)
         yield port
     finally:

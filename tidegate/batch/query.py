@@ -20,10 +20,10 @@ from sqlglot import exp
 
 from tidegate.common.duck import connect, translate_error
 from tidegate.common.result import Column, QueryResult
-from tidegate.common.sqltext import position_of, to_duckdb
-from tidegate.common.types import from_arrow
+from tidegate.common.sqltext import name_select_items, position_of, to_duckdb
+from tidegate.common.types import SqlType, from_arrow
 from tidegate.errors import UndefinedRelation
-from tidegate.meta.catalog import Relation
+from tidegate.meta.catalog import Relation, RelationKind
 from tidegate.meta.database import Database
 
 
@@ -88,9 +88,43 @@ def run_select(
 ) -> QueryResult:
     """Execute a query at the latest committed epoch and return its rows."""
     table = select_arrow(database, statement, sql, params, extra_tables)
-    columns = [Column(f.name, from_arrow(f.type)) for f in table.schema]
+    declared = _declared_types(statement, database)
+    columns = []
+    for field in table.schema:
+        sql_type = declared.get(field.name)
+        if sql_type is None or not sql_type.arrow.equals(field.type):
+            sql_type = from_arrow(field.type)
+        columns.append(Column(field.name, sql_type))
     rows = list(zip(*(c.to_pylist() for c in table.columns))) if table.num_rows else []
     return QueryResult(f"SELECT {len(rows)}", columns, rows)
+
+
+def _declared_types(statement: exp.Expression, database: Database) -> dict[str, SqlType]:
+    """Declared types of the columns a query selects as they are (jsonb stays jsonb, not text)."""
+    if not isinstance(statement, exp.Select):
+        return {}
+    try:
+        relations = referenced_relations(statement, database)
+    except UndefinedRelation:
+        return {}
+    by_name: dict[str, list[SqlType]] = {}
+    for relation in relations.values():
+        for column in relation.columns:
+            by_name.setdefault(column.name, []).append(column.type)
+    declared: dict[str, SqlType] = {}
+    for item in statement.expressions:
+        if isinstance(item, exp.Column) and not isinstance(item.this, exp.Star):
+            types = by_name.get(item.name, [])
+        elif isinstance(item, exp.Star) or (isinstance(item, exp.Column) and isinstance(item.this, exp.Star)):
+            for name, types in by_name.items():
+                if len(set(types)) == 1:
+                    declared[name] = types[0]
+            continue
+        else:
+            continue
+        if len(set(types)) == 1:
+            declared[item.name] = types[0]
+    return declared
 
 
 def select_arrow(
@@ -99,7 +133,10 @@ def select_arrow(
     sql: str,
     params: Sequence[Any] | None = None,
     extra_tables: dict[str, pa.Table] | None = None,
+    *,
+    latest_tables: bool = False,
 ) -> pa.Table:
+    """Run a query; ``latest_tables`` reads tables at their latest acknowledged rows (for DML)."""
     statement = bind_parameters(statement.copy(), params)
     relations = referenced_relations(statement, database)
     for table in statement.find_all(exp.Table):
@@ -112,9 +149,14 @@ def select_arrow(
             for name, relation in relations.items():
                 if extra_tables and name in extra_tables:
                     continue
-                con.register(name, visible(database.snapshot(relation, epoch), relation))
+                if latest_tables and relation.kind is RelationKind.TABLE:
+                    rows = database.writer(relation).latest()
+                else:
+                    rows = database.snapshot(relation, epoch)
+                con.register(name, visible(rows, relation))
         for name, table in (extra_tables or {}).items():
             con.register(name, table)
+        name_select_items(statement)
         try:
             return con.sql(to_duckdb(statement)).to_arrow_table()
         except duckdb.Error as error:

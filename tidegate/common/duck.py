@@ -102,6 +102,8 @@ def _conversion_error(message: str) -> errors.TidegateError:
         return errors.NumericValueOutOfRange(f"{type_name} out of range")
     if "DECIMAL" in message and "out of range" in message:
         return errors.NumericValueOutOfRange("numeric field overflow", hint=message)
+    if "field value out of range" in message:
+        return errors.DatetimeFieldOverflow(message)
     if _DATETIME.search(message):
         return errors.InvalidDatetimeFormat(message)
     if "out of range" in message:

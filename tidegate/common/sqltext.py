@@ -7,6 +7,14 @@ from sqlglot.dialects.duckdb import DuckDB
 
 from tidegate.common.types import NUMERIC_PRECISION_MAX, UNCONSTRAINED_NUMERIC_SCALE
 
+AGGREGATES: dict[type[exp.Expression], str] = {
+    exp.Count: "count",
+    exp.Sum: "sum",
+    exp.Avg: "avg",
+    exp.Min: "min",
+    exp.Max: "max",
+}
+
 
 def position_of(node: exp.Expression) -> int | None:
     """1-based offset of a node in the statement text, when the parser recorded it."""
@@ -23,6 +31,47 @@ def to_duckdb(expression: exp.Expression) -> str:
     def fix(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DECIMAL and not node.expressions:
             return exp.DataType.build(f"DECIMAL({NUMERIC_PRECISION_MAX}, {UNCONSTRAINED_NUMERIC_SCALE})")
+        if isinstance(node, exp.Interval) and isinstance(node.this, exp.Literal) and node.this.is_string:
+            # PostgreSQL's interval text ('1 mon', '2 days 03:00') as one string DuckDB parses whole.
+            unit = node.args.get("unit")
+            text = f"{node.this.this} {unit.name}" if unit is not None else node.this.this
+            return exp.cast(exp.Literal.string(text), exp.DataType.build("INTERVAL"))
         return node
 
     return expression.copy().transform(fix).sql(dialect=DuckDB)
+
+
+def output_name(expression: exp.Expression) -> str:
+    """The column name PostgreSQL gives a select item."""
+    if isinstance(expression, exp.Alias):
+        return expression.alias
+    if isinstance(expression, exp.Column):
+        return expression.name
+    inner = expression
+    while isinstance(inner, exp.Paren | exp.Cast):
+        if isinstance(inner, exp.Cast) and not isinstance(inner.this, exp.Column):
+            return inner.to.sql(dialect="postgres").lower().split("(")[0]
+        inner = inner.this
+    if isinstance(inner, exp.Column):
+        return inner.name
+    for agg, name in AGGREGATES.items():
+        if isinstance(inner, agg):
+            return name
+    if isinstance(inner, exp.Anonymous):
+        return str(inner.this).lower()
+    if isinstance(inner, exp.Func):
+        return inner.sql_name().lower()
+    return "?column?"
+
+
+def name_select_items(select: exp.Expression) -> None:
+    """Alias every unnamed top-level select item with the name PostgreSQL would give it."""
+    if not isinstance(select, exp.Select):
+        return
+    items: list[exp.Expression] = []
+    for item in select.expressions:
+        if isinstance(item, exp.Alias | exp.Star | exp.Column):
+            items.append(item)
+        else:
+            items.append(exp.alias_(item, output_name(item), quoted=True))
+    select.set("expressions", items)

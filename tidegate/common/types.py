@@ -145,13 +145,15 @@ def format_interval(months: int, days: int, nanoseconds: int) -> str:
     """PostgreSQL's default (``postgres``) interval style: ``1 year 2 mons 3 days 04:05:06``."""
     parts: list[str] = []
     years, mons = divmod(abs(months), 12)
-    sign = "-" if months < 0 else ""
+    if months < 0:
+        years, mons = -years, -mons
+    # PostgreSQL says "1 day" but "-1 days": only exactly one is singular.
     if years:
-        parts.append(f"{sign}{years} year{'s' if years != 1 else ''}")
+        parts.append(f"{years} year{'s' if years != 1 else ''}")
     if mons:
-        parts.append(f"{sign}{mons} mon{'s' if mons != 1 else ''}")
+        parts.append(f"{mons} mon{'s' if mons != 1 else ''}")
     if days:
-        parts.append(f"{days} day{'s' if abs(days) != 1 else ''}")
+        parts.append(f"{days} day{'s' if days != 1 else ''}")
     if nanoseconds or not parts:
         micros = abs(nanoseconds) // 1000
         secs, us = divmod(micros, 1_000_000)
@@ -176,13 +178,23 @@ def _fmt_bytea(_: SqlType, v: Any) -> str:
     return "\\x" + bytes(v).hex()
 
 
+def _jsonb_normal(value: Any) -> Any:
+    """jsonb's own order: object keys by length, then bytewise; the last duplicate key wins."""
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
+        return {k: _jsonb_normal(value[k]) for k in keys}
+    if isinstance(value, list):
+        return [_jsonb_normal(v) for v in value]
+    return value
+
+
 def _fmt_jsonb(_: SqlType, v: Any) -> str:
     if isinstance(v, str):
         try:
-            return json.dumps(json.loads(v), separators=(", ", ": "))
+            v = json.loads(v)
         except ValueError:
             return v
-    return json.dumps(v, separators=(", ", ": "))
+    return json.dumps(_jsonb_normal(v), separators=(", ", ": "), ensure_ascii=False)
 
 
 _FORMATTERS = {

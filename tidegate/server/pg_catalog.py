@@ -553,20 +553,13 @@ class _Rewriter:
 
     def _column(self, node: exp.Column) -> exp.Expr | None:
         if node.args.get("db") is not None:
+            # pg_catalog.pg_class.relname: the table keeps its name as alias, so drop the schema.
             node.set("db", None)
             node.set("catalog", None)
-            table = node.args.get("table")
-            if isinstance(table, exp.Identifier):
-                table.set("quoted", True)
             return node
         if not node.table and node.name.lower() in _SESSION_WORDS and not node.this.quoted:
-            return exp.Literal.string(
-                self._facts.user if node.name.lower() != "current_catalog" else self._facts.database
-            )
-        table = node.args.get("table")
-        if isinstance(table, exp.Identifier) and not table.quoted:
-            table.set("this", table.name.lower())
-            table.set("quoted", True)
+            word = node.name.lower()
+            return exp.Literal.string(self._facts.database if word == "current_catalog" else self._facts.user)
         return None
 
     def _cast(self, node: exp.Cast) -> exp.Expr | None:

@@ -4,11 +4,16 @@ Data flow: a client connects → startup (SSL/GSSENC refused with 'N', trust or
 SCRAM-SHA-256 auth) → ``session_factory(user, database)`` → a loop over
 frontend messages. Simple Query splits its text with ``Session.split_statements``
 and runs each statement; the extended protocol (Parse/Bind/Describe/Execute/
-Close/Sync/Flush) keeps named statements and portals per connection. Catalog
-queries from psql, psycopg and SQLAlchemy are answered by
-:mod:`tidegate.server.pg_catalog`; everything else goes to ``Session.execute``.
-``COPY … FROM STDIN`` streams CopyData through :mod:`tidegate.server.pgwire_copy`
-and :mod:`tidegate.server.copy_decode` into the session's ``CopyIn``.
+Close, :mod:`tidegate.server.pgwire_extended`) keeps named statements and
+portals per connection. Catalog queries from psql, psycopg and SQLAlchemy are
+answered by :mod:`tidegate.server.pg_catalog`; everything else goes to
+``Session.execute``. ``COPY … FROM STDIN`` streams CopyData through
+:mod:`tidegate.server.pgwire_copy` and :mod:`tidegate.server.copy_decode` into
+the session's ``CopyIn``.
+
+The other pgwire modules: ``pgwire_messages`` (framing), ``pgwire_values``
+(parameter decoding, result encoding), ``pgwire_state`` (transaction status,
+statements, portals), ``pgwire_auth`` (SCRAM-SHA-256).
 
 Invariants:
 
@@ -93,6 +98,9 @@ SQLSTATE_BY_ERROR: dict[type[BaseException], str] = {
     errors.StringDataRightTruncation: "22001",
     errors.DivisionByZero: "22012",
     errors.InvalidDatetimeFormat: "22007",
+    errors.DatetimeFieldOverflow: "22008",
+    errors.UndefinedObject: "42704",
+    errors.InvalidColumnReference: "42P10",
     errors.UniqueViolation: "23505",
     errors.NotNullViolation: "23502",
     errors.ProtocolViolation: "08P01",
@@ -127,6 +135,7 @@ _REPORTED_SETTINGS = {
     "intervalstyle": "IntervalStyle",
     "standard_conforming_strings": "standard_conforming_strings",
 }
+_PLAIN_CONTROL = {"begin": "BEGIN", "commit": "COMMIT", "rollback": "ROLLBACK"}
 _FLUSH_BYTES = 256 << 10
 _ENCODE_ROWS_PER_CHUNK = 2000
 _ENCODE_INLINE_ROWS_MAX = 64
@@ -177,11 +186,14 @@ class _Connection:
         return header[:1], await self._reader.readexactly(length - 4)
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a blocking call on this connection's thread; one cancelled by the client reports 57014."""
-        loop = asyncio.get_running_loop()
+        """Run a blocking call on this connection's thread (so calls stay in order)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def call_statement(self, function: Callable[..., T], *args: Any) -> T:
+        """Like :meth:`call`, for running a statement: a CancelRequest meanwhile cancels it (57014)."""
         self.running, self.cancel_requested = True, False
         try:
-            return await loop.run_in_executor(self._executor, function, *args)
+            return await self.call(function, *args)
         except Exception as e:
             if self.cancel_requested:
                 raise PgError("57014", "canceling statement due to user request") from e
@@ -405,13 +417,17 @@ class _Connection:
             return QueryResult(command_tag=self.transaction.savepoint(control))
         if control in ("deallocate", "discard"):
             return self._extended.deallocate(statement.sql, control)
-        result = await self.call(self._run_blocking, statement, params)
         if control is not None:
+            # The session sees the plain keyword: tidegate autocommits, so options such
+            # as ISOLATION LEVEL or AND CHAIN change nothing.
+            plain = PreparedStatement(sql=_PLAIN_CONTROL[control], param_oids=[], catalog=False)
+            result = await self.call_statement(self._run_blocking, plain, None)
             tag, warnings = self.transaction.apply(control, result.command_tag)
             for warning in warnings:
                 self._send_notice(warning.message, severity=warning.severity, code=warning.sqlstate)
             result = QueryResult(command_tag=tag, notices=result.notices)
         else:
+            result = await self.call_statement(self._run_blocking, statement, params)
             await self._report_setting_change(statement.sql)
         for notice in result.notices:
             self._send_notice(notice)
@@ -524,7 +540,7 @@ class _Connection:
                 if kind == b"c":
                     if pending is not None:
                         await pending
-                    return await self.call(copy_in.finish)
+                    return await self.call_statement(copy_in.finish)
         except BaseException:
             if pending is not None:
                 with contextlib.suppress(BaseException):

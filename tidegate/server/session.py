@@ -18,7 +18,7 @@ from sqlglot import exp
 from tidegate.batch.query import run_select, select_arrow
 from tidegate.common.result import Column, QueryResult
 from tidegate.common.types import TEXT, from_arrow
-from tidegate.errors import FeatureNotSupported, InvalidParameterValue, SqlError
+from tidegate.errors import FeatureNotSupported, InvalidParameterValue, SqlError, UndefinedObject
 from tidegate.meta.catalog import Catalog, RelationKind
 from tidegate.meta.database import SYSTEM_SETTINGS, Database
 from tidegate.sql import ddl, dml
@@ -124,18 +124,20 @@ class Session:
         if key in SYSTEM_SETTINGS:
             return self.db.get_system_setting(key)
         if key not in self.settings:
-            raise InvalidParameterValue(f'unrecognized configuration parameter "{name}"')
+            raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
         return self.settings[key]
 
     def set_setting(self, name: str, value: str) -> None:
         key = _SETTING_ALIASES.get(name.lower(), name.lower())
         if key in SYSTEM_SETTINGS:
+            if value.upper() == "DEFAULT":
+                value = SYSTEM_SETTINGS[key]
             self.db.set_system_setting(key, value)
             return
         if key in READ_ONLY_SETTINGS:
             raise InvalidParameterValue(f'parameter "{name}" cannot be changed')
         if key not in self.settings:
-            raise InvalidParameterValue(f'unrecognized configuration parameter "{name}"')
+            raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
         if value.upper() == "DEFAULT":
             value = SESSION_DEFAULTS[key]
         if key == "implicit_flush" and value.lower() not in ("on", "off", "true", "false"):
@@ -191,7 +193,7 @@ class Session:
         existing = self.catalog.get(name_node.name)
         if existing is not None and statement.args.get("exists"):
             return QueryResult(
-                "CREATE TABLE" if kind == "TABLE" else "CREATE_MATERIALIZED_VIEW",
+                "CREATE TABLE" if kind == "TABLE" else "CREATE MATERIALIZED VIEW",
                 notices=[f'relation "{existing.name}" already exists, skipping'],
             )
         with self.db.ddl_lock:
@@ -207,14 +209,14 @@ class Session:
                     statement, self.catalog, self.db.next_relation_id(), sql
                 )
                 self.db.create_materialized_view(relation)
-                return QueryResult("CREATE_MATERIALIZED_VIEW")
+                return QueryResult("CREATE MATERIALIZED VIEW")
         raise FeatureNotSupported(f"CREATE {'MATERIALIZED ' if materialized else ''}{kind} is not supported")
 
     def _drop(self, statement: exp.Drop) -> QueryResult:
         kind = (statement.args.get("kind") or "").upper()
         with self.db.ddl_lock:
             relations = ddl.bind_drop(statement, self.catalog)
-            tag = "DROP TABLE" if kind == "TABLE" else "DROP_MATERIALIZED_VIEW"
+            tag = "DROP TABLE" if kind == "TABLE" else "DROP MATERIALIZED VIEW"
             if not relations:
                 return QueryResult(tag, notices=["relation does not exist, skipping"])
             self.db.drop_relations(relations)

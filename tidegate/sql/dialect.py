@@ -15,6 +15,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.tokens import TokenType
 
 from tidegate.errors import SqlSyntaxError
@@ -57,6 +58,7 @@ _SET = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _SET_TIME_ZONE = re.compile(r"^\s*SET\s+(?:(?:SESSION|LOCAL)\s+)?TIME\s+ZONE\s+(.+?)\s*;?\s*$", re.I | re.S)
+_RESET = re.compile(r"^\s*RESET\s+([A-Za-z_][\w.]*)\s*;?\s*$", re.IGNORECASE)
 _SHOW = re.compile(r"^\s*SHOW\s+(.+?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:\((?:[^)]*)\)\s*|VERBOSE\s+)?(.+?)\s*;?\s*$", re.I | re.S)
 _TRANSACTION = re.compile(
@@ -100,6 +102,8 @@ def parse_statement(sql: str) -> Statement:
         word = match.group(1).split()[0].upper()
         tag = {"START": "BEGIN", "END": "COMMIT", "ABORT": "ROLLBACK"}.get(word, word)
         return TransactionControl(tag)
+    if match := _RESET.match(stripped):
+        return SetVariable(match.group(1).lower(), "DEFAULT")
     if match := _SHOW.match(stripped):
         return Show(" ".join(match.group(1).lower().split()))
     if match := _SET_TIME_ZONE.match(stripped):
@@ -121,7 +125,8 @@ def parse_sql(sql: str) -> exp.Expression:
     parsed = [e for e in expressions if e is not None]
     if len(parsed) != 1:
         raise SqlSyntaxError("expected exactly one statement")
-    statement = parsed[0]
+    # Unquoted identifiers fold to lower case, quoted ones keep theirs, as in PostgreSQL.
+    statement = normalize_identifiers(parsed[0], dialect=Tidegate)
     if isinstance(statement, exp.Command):
         raise SqlSyntaxError(f'syntax error at or near "{statement.name}"', position=1)
     return statement  # type: ignore[return-value]

@@ -21,11 +21,14 @@ from tidegate.batch.query import bind_parameters, select_arrow
 from tidegate.common.chunk import Chunk
 from tidegate.common.duck import connect, translate_error
 from tidegate.common.result import Column, QueryResult
-from tidegate.common.sqltext import position_of
+from tidegate.common.sqltext import position_of, to_duckdb
 from tidegate.common.types import SqlType
 from tidegate.connectors.table_writer import ROW_ID_COLUMN, TableWriter, update_chunk
 from tidegate.errors import (
+    AmbiguousColumn,
     FeatureNotSupported,
+    InvalidColumnReference,
+    InvalidTextRepresentation,
     NotNullViolation,
     SqlError,
     StringDataRightTruncation,
@@ -56,6 +59,44 @@ def _cast_type(sql_type: SqlType) -> str:
     if sql_type.kind == "jsonb":
         return "JSON"
     return sql_type.kind.upper()
+
+
+_INTEGER_TEXT = r"^\s*[+-]?[0-9]+\s*$"
+
+
+def cast_to_columns(raw: pa.Table, columns: list[tuple[str, SqlType]], sql: str) -> pa.Table:
+    """Values cast to their target columns' types, as PostgreSQL's assignment casts would."""
+    items = []
+    for i, (name, sql_type) in enumerate(columns):
+        values = raw.column(i)
+        textual = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+        if textual and sql_type.kind in ("smallint", "integer", "bigint"):
+            matches = pc.match_substring_regex(values, _INTEGER_TEXT)
+            bad = pc.and_(pc.is_valid(values), pc.invert(matches))
+            if pc.any(bad).as_py():
+                first = pc.filter(values, bad)[0].as_py()
+                raise InvalidTextRepresentation(f'invalid input syntax for type {sql_type}: "{first}"')
+        column = f'__raw."_{i}"'
+        if textual and sql_type.kind == "bytea":
+            # PostgreSQL's hex format: '\\x' followed by two hex digits per byte.
+            expression = (
+                f"CASE WHEN starts_with({column}, '\\x') THEN unhex(substr({column}, 3)) "
+                f"ELSE CAST({column} AS BLOB) END"
+            )
+        else:
+            expression = f"CAST({column} AS {_cast_type(sql_type)})"
+        items.append(f'{expression} AS "{name}"')
+    if not items:
+        return pa.table({})
+    renamed = raw.rename_columns([f"_{i}" for i in range(raw.num_columns)])
+    con = connect()
+    try:
+        con.register("__raw", renamed)
+        return con.sql(f"SELECT {', '.join(items)} FROM __raw").to_arrow_table()
+    except duckdb.Error as error:
+        raise translate_error(error, sql) from error
+    finally:
+        con.close()
 
 
 def _check_constraints(relation: Relation, rows: pa.Table, names: list[str]) -> None:
@@ -94,23 +135,21 @@ def insert(database: Database, statement: exp.Insert, sql: str, params: Sequence
         raise SqlError("INSERT has more expressions than target columns", position=position_of(source))
     if width is not None and width < len(names) and isinstance(target, exp.Schema) and target.expressions:
         raise SqlError("INSERT has more target columns than expressions", position=position_of(source))
-    source_names = [f"c{i}" for i in range(width if width is not None else len(names))]
-    casts = ", ".join(
-        f'CAST(__src.c{i} AS {_cast_type(relation.columns[relation.column_index(n)].type)}) AS "{n}"'  # type: ignore[index]
-        for i, n in enumerate(names[: len(source_names)])
-    )
-    wrapper = sqlglot.parse_one(
-        f"SELECT {casts} FROM (SELECT 1) AS __src({', '.join(source_names)})", read="postgres"
-    )
-    wrapper.args["from_"].this.set(
-        "this", source.copy() if not isinstance(source, exp.Subquery) else source.this
-    )
-    rows = select_arrow(database, wrapper, sql)  # type: ignore[arg-type]
+    query = source.this if isinstance(source, exp.Subquery) else source
+    if isinstance(query, exp.Values):
+        query = exp.select("*").from_(exp.Subquery(this=query.copy(), alias=exp.TableAlias(this="__values")))
+    raw = select_arrow(database, query, sql, latest_tables=True)
+    if raw.num_columns > len(names):
+        raise SqlError("INSERT has more expressions than target columns", position=position_of(source))
+    targets = [relation.columns[relation.column_index(n)] for n in names[: raw.num_columns]]  # type: ignore[index]
+    rows = cast_to_columns(raw, [(c.name, c.type) for c in targets], sql)
     writer = database.writer(relation)
     full = _complete_rows(relation, rows, writer)
     _check_constraints(relation, full, [c.name for c in relation.columns if not c.hidden])
     with writer.lock:
-        chunks = _resolve_conflicts(database, relation, writer, full, statement.args.get("conflict"), sql)
+        chunks = _resolve_conflicts(
+            database, relation, writer, full, statement.args.get("conflict"), sql, table.alias or None
+        )
         count = sum(1 for c in chunks for op in c.ops.to_pylist() if op in (0, 3))
         writer.apply(chunks)
     return QueryResult(f"INSERT 0 {count}")
@@ -156,14 +195,14 @@ def _resolve_conflicts(
     rows: pa.Table,
     conflict: exp.OnConflict | None,
     sql: str,
+    alias: str | None = None,
 ) -> list[Chunk]:
-    if not relation.user_pk:
-        if conflict is not None:
-            raise SqlError(
-                "there is no unique or exclusion constraint matching the ON CONFLICT specification"
-            )
-        return [Chunk.inserts(rows)]
     keys = [relation.columns[i].name for i in relation.pk]
+    if conflict is not None:
+        _check_conflict_target(relation, conflict)
+    if not relation.user_pk:
+        # Without a primary key nothing can conflict; PostgreSQL inserts every row.
+        return [Chunk.inserts(rows)]
     key_list = ", ".join(f'"{k}"' for k in keys)
     con = connect()
     try:
@@ -176,12 +215,8 @@ def _resolve_conflicts(
             f"SELECT __n FROM new_rows WHERE EXISTS (SELECT 1 FROM latest WHERE "
             f"{_key_sql(relation, 'latest', 'new_rows')}) ORDER BY __n"
         ).fetchall()
-        action = (
-            conflict.args["action"].this.upper()
-            if conflict is not None and conflict.args.get("action")
-            else None
-        )
-        if conflict is None:
+        action = conflict.args["action"].this.upper() if conflict is not None else None
+        if action is None:
             if repeated or clash:
                 key_values = repeated[0] if repeated else _row_key(rows, keys, clash[0][0])
                 raise UniqueViolation(
@@ -198,8 +233,13 @@ def _resolve_conflicts(
             return [Chunk.inserts(first.cast(rows.schema))]
         if action == "DO UPDATE":
             if repeated:
-                raise SqlError("ON CONFLICT DO UPDATE command cannot affect row a second time")
-            return _upsert(con, relation, rows, conflict, sql)
+                raise SqlError(
+                    "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                    hint="Ensure that no rows proposed for insertion within the same command have duplicate "
+                    "constrained values.",
+                )
+            assert conflict is not None
+            return _upsert(con, relation, rows, conflict, alias or relation.name)
         raise FeatureNotSupported(f"ON CONFLICT {action} is not supported")
     except duckdb.Error as error:
         raise translate_error(error, sql) from error
@@ -207,29 +247,58 @@ def _resolve_conflicts(
         con.close()
 
 
+def _check_conflict_target(relation: Relation, conflict: exp.OnConflict) -> None:
+    target = [k.this.name if isinstance(k, exp.Ordered) else k.name for k in conflict.args.get("conflict_keys") or []]
+    action = conflict.args["action"].this.upper()
+    keys = [relation.columns[i].name for i in relation.pk] if relation.user_pk else []
+    if (target or action == "DO UPDATE") and sorted(target) != sorted(keys):
+        raise InvalidColumnReference(
+            "there is no unique or exclusion constraint matching the ON CONFLICT specification"
+        )
+
+
 def _row_key(rows: pa.Table, keys: list[str], index: int) -> tuple[Any, ...]:
     return tuple(rows.column(k)[index].as_py() for k in keys)
 
 
+def _over_conflict(expression: exp.Expression, relation: Relation, alias: str) -> str:
+    """DuckDB SQL for a DO UPDATE expression: the table's row is ``latest``, the proposed one ``excluded``."""
+    value = expression.copy()
+    for ref in value.find_all(exp.Column):
+        qualifier = ref.table
+        if not qualifier:
+            if ref.name in {c.name for c in relation.columns}:
+                raise AmbiguousColumn(f'column reference "{ref.name}" is ambiguous', position=position_of(ref))
+            raise UndefinedColumn(f'column "{ref.name}" does not exist', position=position_of(ref))
+        if qualifier in (alias, relation.name):
+            ref.set("table", exp.to_identifier("latest"))
+        elif qualifier != "excluded":
+            raise UndefinedRelation(f'missing FROM-clause entry for table "{qualifier}"', position=position_of(ref))
+    return to_duckdb(value)
+
+
 def _upsert(
-    con: duckdb.DuckDBPyConnection, relation: Relation, rows: pa.Table, conflict: exp.OnConflict, sql: str
+    con: duckdb.DuckDBPyConnection, relation: Relation, rows: pa.Table, conflict: exp.OnConflict, alias: str
 ) -> list[Chunk]:
     assignments: dict[str, exp.Expression] = {}
     for eq in conflict.expressions:
-        assignments[eq.this.name] = eq.expression
+        name = eq.this.name
+        if relation.column_index(name) is None:
+            raise UndefinedColumn(
+                f'column "{name}" of relation "{relation.name}" does not exist', position=position_of(eq.this)
+            )
+        assignments[name] = eq.expression
     select_items = []
     for column in relation.columns:
         if column.name in assignments:
-            value = assignments[column.name].copy()
-            for ref in value.find_all(exp.Column):
-                if not ref.table:
-                    ref.set("table", exp.to_identifier("latest"))
-            from tidegate.common.sqltext import to_duckdb
-
-            select_items.append(f'CAST({to_duckdb(value)} AS {_cast_type(column.type)}) AS "{column.name}"')
+            value = _over_conflict(assignments[column.name], relation, alias)
+            select_items.append(f'CAST({value} AS {_cast_type(column.type)}) AS "{column.name}"')
         else:
             select_items.append(f'latest."{column.name}"')
     joined = f"FROM latest JOIN new_rows AS excluded ON {_key_sql(relation, 'latest', 'excluded')}"
+    where = conflict.args.get("where")
+    if where is not None:
+        joined += f" WHERE {_over_conflict(where.this, relation, alias)}"
     old = con.sql(f"SELECT latest.* {joined} ORDER BY excluded.__n").to_arrow_table()
     new = con.sql(f"SELECT {', '.join(select_items)} {joined} ORDER BY excluded.__n").to_arrow_table()
     fresh = con.sql(
@@ -240,6 +309,8 @@ def _upsert(
     chunks = []
     if old.num_rows:
         _check_constraints(relation, new.cast(schema), list(assignments))
+        if any(relation.columns[i].name in assignments for i in relation.pk):
+            raise FeatureNotSupported("ON CONFLICT DO UPDATE cannot change the primary key")
         chunks.append(update_chunk(old.cast(schema), new.cast(schema)))
     if fresh.num_rows:
         chunks.append(Chunk.inserts(fresh.cast(schema)))
@@ -257,9 +328,7 @@ def _matching_rows(
     """Rows of the table's latest state that the statement's WHERE selects, with ``items`` computed."""
     table = statement.this
     alias = table.alias or relation.name
-    query = sqlglot.parse_one(
-        f'SELECT {", ".join(items)} FROM "{relation.name}" AS "{alias}"', read="postgres"
-    )
+    query = sqlglot.parse_one(f'SELECT {", ".join(items)} FROM "{relation.name}" AS "{alias}"', read="postgres")
     where = statement.args.get("where")
     if where is not None:
         query.set("where", where.copy())
@@ -347,9 +416,7 @@ def delete(database: Database, statement: exp.Delete, sql: str, params: Sequence
 class TableCopyIn:
     """``COPY table FROM STDIN``: rows arrive in batches and are applied as one statement."""
 
-    def __init__(
-        self, database: Database, relation: Relation, names: list[str], options: dict[str, Any]
-    ) -> None:
+    def __init__(self, database: Database, relation: Relation, names: list[str], options: dict[str, Any]) -> None:
         self.database = database
         self.relation = relation
         self.columns = [Column(n, relation.columns[relation.column_index(n)].type) for n in names]  # type: ignore[index]

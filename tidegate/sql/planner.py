@@ -26,13 +26,14 @@ import pyarrow as pa
 from sqlglot import exp
 
 from tidegate.common.duck import connect, translate_error
-from tidegate.common.sqltext import position_of, to_duckdb
+from tidegate.common.sqltext import AGGREGATES, output_name, position_of, to_duckdb
 from tidegate.common.types import BIGINT, DOUBLE, NUMERIC, SqlType, from_arrow
 from tidegate.errors import (
     AmbiguousColumn,
     DatatypeMismatch,
     FeatureNotSupported,
     GroupingError,
+    InvalidColumnReference,
     SqlError,
     TidegateError,
     UndefinedColumn,
@@ -40,14 +41,6 @@ from tidegate.errors import (
     UndefinedRelation,
 )
 from tidegate.meta.catalog import Catalog, ColumnDef, Relation
-
-AGGREGATES: dict[type[exp.Expression], str] = {
-    exp.Count: "count",
-    exp.Sum: "sum",
-    exp.Avg: "avg",
-    exp.Min: "min",
-    exp.Max: "max",
-}
 
 
 @dataclass
@@ -123,29 +116,6 @@ class ExpressionCompiler:
         finally:
             con.close()
         return [from_arrow(f.type) for f in result.schema]
-
-
-def output_name(expression: exp.Expression) -> str:
-    """The column name PostgreSQL gives a select item."""
-    if isinstance(expression, exp.Alias):
-        return expression.alias
-    if isinstance(expression, exp.Column):
-        return expression.name
-    inner = expression
-    while isinstance(inner, exp.Paren | exp.Cast):
-        if isinstance(inner, exp.Cast) and not isinstance(inner.this, exp.Column):
-            return inner.to.sql(dialect="postgres").lower().split("(")[0]
-        inner = inner.this
-    if isinstance(inner, exp.Column):
-        return inner.name
-    for agg, name in AGGREGATES.items():
-        if isinstance(inner, agg):
-            return name
-    if isinstance(inner, exp.Anonymous):
-        return str(inner.this).lower()
-    if isinstance(inner, exp.Func):
-        return inner.sql_name().lower()
-    return "?column?"
 
 
 def _scan_scope(relation: Relation, alias: str | None) -> list[ScopeColumn]:
@@ -292,7 +262,7 @@ def _plan_aggregation(
     group = select.args.get("group")
     key_exprs: list[exp.Expression] = []
     for key in group.expressions if group else []:
-        key_exprs.append(_resolve_group_item(key, items, names))
+        key_exprs.append(_resolve_group_item(key, items, names, compiler.scope))
 
     # Collect aggregate calls from the select list and HAVING.
     having = select.args.get("having")
@@ -414,21 +384,40 @@ def _position_in(expression: exp.Expression, name: str) -> int | None:
     return None
 
 
-def _resolve_group_item(key: exp.Expression, items: list[exp.Expression], names: list[str]) -> exp.Expression:
-    """GROUP BY 1 and GROUP BY alias refer to select items, as in PostgreSQL."""
-    if isinstance(key, exp.Literal) and key.is_int:
-        index = int(key.this) - 1
-        if not 0 <= index < len(items):
-            raise SqlError(f"GROUP BY position {index + 1} is not in select list", position=position_of(key))
-        item = items[index]
-        return item.this if isinstance(item, exp.Alias) else item
-    if isinstance(key, exp.Column) and not key.table:
+def _resolve_group_item(
+    key: exp.Expression, items: list[exp.Expression], names: list[str], scope: list[ScopeColumn]
+) -> exp.Expression:
+    """GROUP BY 1 and GROUP BY alias refer to select items, as in PostgreSQL.
+
+    An input column wins over an output alias of the same name, as in PostgreSQL.
+    """
+    position = _group_position(key)
+    if position is not None:
+        if not 1 <= position <= len(items):
+            raise InvalidColumnReference(
+                f"GROUP BY position {position} is not in select list", position=position_of(key)
+            )
+        item = items[position - 1]
+        chosen = item.this if isinstance(item, exp.Alias) else item
+        if any(chosen.find_all(*AGGREGATES)):
+            raise GroupingError("aggregate functions are not allowed in GROUP BY", position=position_of(key))
+        return chosen
+    if isinstance(key, exp.Column) and not key.table and not any(c.name == key.name for c in scope):
         for item, name in zip(items, names):
             if isinstance(item, exp.Alias) and name == key.name:
                 return item.this
     if any(key.find_all(*AGGREGATES)):
         raise GroupingError("aggregate functions are not allowed in GROUP BY", position=position_of(key))
     return key
+
+
+def _group_position(key: exp.Expression) -> int | None:
+    """The select-list position a GROUP BY item names (``GROUP BY 2``, ``GROUP BY -1``), if any."""
+    if isinstance(key, exp.Literal) and key.is_int:
+        return int(key.this)
+    if isinstance(key, exp.Neg) and isinstance(key.this, exp.Literal) and key.this.is_int:
+        return -int(key.this.this)
+    return None
 
 
 def _aggregate_type(kind: str, arg_type: SqlType | None, call: exp.Expression) -> SqlType:

@@ -182,7 +182,10 @@ class HashAgg(Operator):
         columns = [c.to_pylist() for c in values.columns]
         nkeys = len(self.group_keys)
         keys = list(zip(*columns[:nkeys])) if nkeys else [()] * values.num_rows
-        for key, value, count in zip(keys, columns[nkeys], columns[nkeys + 1]):
+        values_column = columns[nkeys]
+        if pa.types.is_interval(values.schema.field(nkeys).type):
+            values_column = [_IntervalKey.of(v) for v in values_column]
+        for key, value, count in zip(keys, values_column, columns[nkeys + 1]):
             counts = self._groups[key].accumulators[j][0]
             remaining = counts.get(value, 0) + count
             if remaining:
@@ -239,7 +242,8 @@ class HashAgg(Operator):
                 if not counts:
                     out.append(None)
                 else:
-                    out.append(min(counts) if kind == "min" else max(counts))
+                    extreme = min(counts) if kind == "min" else max(counts)
+                    out.append(extreme.value() if isinstance(extreme, _IntervalKey) else extreme)
         return out
 
     def _write_state(self, epoch: int) -> None:
@@ -269,6 +273,24 @@ class HashAgg(Operator):
                 self.state.write(Chunk.of(np.array(ops, dtype=np.int8), batch))
             self.state.commit(epoch)
         self._dirty.clear()
+
+
+@dataclass(frozen=True, order=True)
+class _IntervalKey:
+    """An interval ordered as PostgreSQL orders them (a month is 30 days), picklable."""
+
+    total_us: int
+    months: int
+    days: int
+    nanoseconds: int
+
+    @staticmethod
+    def of(value: Any) -> _IntervalKey:
+        months, days, nanoseconds = value.months, value.days, value.nanoseconds
+        return _IntervalKey((months * 30 + days) * 86_400_000_000 + nanoseconds // 1000, months, days, nanoseconds)
+
+    def value(self) -> tuple[int, int, int]:
+        return (self.months, self.days, self.nanoseconds)
 
 
 def _wide_type(arrow_type: pa.DataType) -> str:
