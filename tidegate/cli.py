@@ -76,9 +76,7 @@ Try:
 
 Press Ctrl-C to stop."""
 
-START_BANNER = (
-    "tidegate is serving {data_dir} on {{host}}:{{port}} (psql -h {{host}} -p {{port}} -d dev -U root)"
-)
+START_BANNER = "tidegate is serving {data_dir} on {{host}}:{{port}} (psql -h {{host}} -p {{port}} -d dev -U root)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--data-dir", type=Path, required=True)
     start.add_argument("--listen", type=_parse_listen, default=_parse_listen(DEFAULT_LISTEN))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = args.listen
     if args.command == "playground":
         with tempfile.TemporaryDirectory(prefix="tidegate-playground-") as data_dir:

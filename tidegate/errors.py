@@ -10,6 +10,8 @@ The tree::
     │   ├── AmbiguousColumn            a column name that several inputs have
     │   ├── UndefinedFunction          a function or operator with no matching signature
     │   ├── DuplicateObject            CREATE of a name that is taken
+    │   ├── DuplicateColumn            a column named twice in one table or view
+    │   ├── InvalidTableDefinition     two primary keys, and the like
     │   ├── DatatypeMismatch           an expression of the wrong type (WHERE 1, a non-boolean HAVING)
     │   ├── GroupingError              a column neither grouped nor aggregated
     │   ├── DependentObjectsExist      DROP of a relation others read, without CASCADE
@@ -80,6 +82,14 @@ class DuplicateObject(SqlError):
     """CREATE of a name that already exists."""
 
 
+class DuplicateColumn(SqlError):
+    """A column name given twice in one table or view."""
+
+
+class InvalidTableDefinition(SqlError):
+    """A table definition that contradicts itself (two primary keys)."""
+
+
 class DatatypeMismatch(SqlError):
     """An expression of the wrong type for its place."""
 
@@ -102,6 +112,10 @@ class InvalidParameterValue(SqlError):
 
 class UndefinedObject(SqlError):
     """SET or SHOW of a setting that does not exist."""
+
+
+class UndefinedType(UndefinedObject):
+    """A type name that does not exist."""
 
 
 class InvalidColumnReference(SqlError):

@@ -115,7 +115,7 @@ def test_two_views_are_read_at_one_epoch_while_writes_go_on(tmp_path: Path) -> N
             seen = set()
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline:
-                (n, s, m), = reader.execute("SELECT counts.n, sums.s, sums.n FROM counts, sums")
+                ((n, s, m),) = reader.execute("SELECT counts.n, sums.s, sums.n FROM counts, sums")
                 assert n == m == (s or 0), (n, s, m)
                 seen.add(n)
         finally:

@@ -21,8 +21,8 @@ Records
     block after the SQL is a regex for the message too) · ``query <types> [nosort|rowsort|
     valuesort] [label]`` with expected rows after ``----`` · ``query error [regex]`` ·
     ``halt`` · ``sleep 100ms|2s`` · ``include <glob>`` · ``control sortmode <mode>`` ·
-    ``skipif <engine>`` / ``onlyif <engine>`` before a record (this engine is ``tidegate``;
-    ``postgres`` is accepted as an alias for records that document PostgreSQL's behaviour).
+    ``connection <name>`` before a record (run it on another session, opened on first use) ·
+    ``skipif <engine>`` / ``onlyif <engine>`` before a record (this engine is ``tidegate``).
     ``hash-threshold`` lines are accepted and ignored.
 
 Results
@@ -68,7 +68,8 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Loader
 
-ENGINE_NAMES = {"tidegate", "postgres"}
+ENGINE_NAMES = {"tidegate"}
+DEFAULT_CONNECTION = "default"
 SORT_MODES = {"nosort", "rowsort", "valuesort"}
 INTEGER_OIDS = {20, 21, 23, 26}
 FLOAT_OIDS = {700, 701, 1700}
@@ -98,6 +99,7 @@ class Record:
     expected: list[str] | None = None  # the lines after ----, None when there is no ---- block
     sleep_seconds: float = 0.0
     skip: bool = False
+    connection: str = DEFAULT_CONNECTION  # `connection NAME` before the record picks another session
 
     @property
     def where(self) -> str:
@@ -118,6 +120,7 @@ def parse_file(path: Path, *, _seen: frozenset[Path] = frozenset()) -> list[Reco
         lines.pop()
     records: list[Record] = []
     skip = False
+    connection = DEFAULT_CONNECTION
     index = 0
 
     def error(at: int, message: str) -> SltParseError:
@@ -147,6 +150,12 @@ def parse_file(path: Path, *, _seen: frozenset[Path] = frozenset()) -> list[Reco
                 raise error(index, f"{head} needs an engine name")
             matches = words[1] in ENGINE_NAMES
             skip = skip or (matches if head == "skipif" else not matches)
+            index += 1
+            continue
+        if head == "connection":
+            if len(words) != 2:
+                raise error(index, "connection needs a name")
+            connection = words[1]
             index += 1
             continue
         if head == "hash-threshold":
@@ -235,6 +244,8 @@ def parse_file(path: Path, *, _seen: frozenset[Path] = frozenset()) -> list[Reco
         if not record.sql_lines:
             raise error(record.line - 1, f"{head} record without SQL")
         record.sql = "\n".join(record.sql_lines)
+        record.connection = connection
+        connection = DEFAULT_CONNECTION
         record.end_line = index  # index is the blank line after the record (0-based) == last line (1-based)
         records.append(record)
         skip = False
@@ -338,11 +349,18 @@ class Completion:
 
 
 class Runner:
-    """Runs records on one connection; a failed statement does not end the session."""
+    """Runs records on one connection per name (``default`` unless a record says
+    ``connection NAME``); a failed statement does not end the session."""
 
     def __init__(
-        self, host: str, port: int, *, complete: bool = False, verbose: bool = False,
-        user: str = "root", dbname: str = "dev",
+        self,
+        host: str,
+        port: int,
+        *,
+        complete: bool = False,
+        verbose: bool = False,
+        user: str = "root",
+        dbname: str = "dev",
     ) -> None:
         self.host = host
         self.port = port
@@ -350,12 +368,26 @@ class Runner:
         self.dbname = dbname
         self.complete = complete
         self.verbose = verbose
-        self.conn = connect(host, port, user=user, dbname=dbname)
+        self.connections: dict[str, psycopg.Connection[Any]] = {}
         self.completions: list[Completion] = []
 
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        """The default connection."""
+        return self.session(DEFAULT_CONNECTION)
+
+    def session(self, name: str) -> psycopg.Connection[Any]:
+        """The connection called ``name``, opened on first use and again after it broke."""
+        conn = self.connections.get(name)
+        if conn is None or conn.closed or conn.broken:
+            conn = self.connections[name] = connect(self.host, self.port, user=self.user, dbname=self.dbname)
+        return conn
+
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.close()
+        for conn in self.connections.values():
+            with contextlib.suppress(Exception):
+                conn.close()
+        self.connections.clear()
 
     def __enter__(self) -> Runner:
         return self
@@ -363,13 +395,21 @@ class Runner:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def run(self, records: Sequence[Record], *, target_line: int | None = None, only: bool = False) -> list[Failure]:
-        """Run ``records`` in order; with ``target_line``, stop after the record that covers it."""
+    def run(
+        self,
+        records: Sequence[Record],
+        *,
+        target_line: int | None = None,
+        target_path: Path | None = None,
+        only: bool = False,
+    ) -> list[Failure]:
+        """Run ``records`` in order; with ``target_line`` (of ``target_path``, by default the first
+        record's file), stop after the record that covers it."""
         failures: list[Failure] = []
         sort_mode = "nosort"
         target = None
         if target_line is not None:
-            path = records[0].path if records else None
+            path = target_path or (records[0].path if records else None)
             target = next((r for r in records if r.path == path and r.covers(target_line)), None)
             if target is None:
                 raise SltParseError(f"{path}:{target_line}: no record at this line")
@@ -398,14 +438,12 @@ class Runner:
     def run_record(self, record: Record, sort_mode: str) -> str | None:
         """Run one statement or query record; the failure message, or None when it passed."""
         try:
-            with self.conn.cursor() as cursor:
+            with self.session(record.connection).cursor() as cursor:
                 cursor.execute(record.sql.encode("utf-8"))
                 description = cursor.description
                 rows = cursor.fetchall() if description is not None else []
                 rowcount = cursor.rowcount
         except psycopg.Error as error:
-            if self.conn.closed or self.conn.broken:
-                self.conn = connect(self.host, self.port, user=self.user, dbname=self.dbname)
             return self._check_error(record, error)
         if record.expect_error:
             return f"expected an error{_pattern_note(record.error_pattern)}, but the statement succeeded"
@@ -503,8 +541,16 @@ class ServerProcess:
 
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "tidegate.cli", "start",
-                   "--data-dir", str(self.data_dir), "--listen", f"{self.host}:{self.port}"]
+        command = [
+            sys.executable,
+            "-m",
+            "tidegate.cli",
+            "start",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            f"{self.host}:{self.port}",
+        ]
         repository = Path(__file__).resolve().parents[2]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repository), env.get("PYTHONPATH")]))
@@ -586,15 +632,22 @@ def drop_new_relations(conn: psycopg.Connection[Any], before: tuple[set[str], se
 
 
 def run_file(
-    path: Path, host: str, port: int, *, complete: bool = False, target_line: int | None = None,
-    only: bool = False, verbose: bool = False, isolate: bool = True,
+    path: Path,
+    host: str,
+    port: int,
+    *,
+    complete: bool = False,
+    target_line: int | None = None,
+    only: bool = False,
+    verbose: bool = False,
+    isolate: bool = True,
 ) -> list[Failure]:
     """Run one file on its own connection; with ``isolate``, drop what it created afterwards."""
     records = parse_file(path)
     with Runner(host, port, complete=complete, verbose=verbose) as runner:
         before = relation_names(runner.conn) if isolate else None
         try:
-            failures = runner.run(records, target_line=target_line, only=only)
+            failures = runner.run(records, target_line=target_line, target_path=Path(path), only=only)
         finally:
             if before is not None:
                 with contextlib.suppress(psycopg.Error):
@@ -643,10 +696,18 @@ def main(argv: list[str] | None = None) -> int:
     with _server(args.host, args.port) as (host, port):
         for path, line in jobs:
             try:
-                failures = run_file(path, host, port, complete=args.complete, target_line=line,
-                                    only=args.only, verbose=args.verbose, isolate=not args.no_isolate)
-            except SltParseError as error:
-                print(error)
+                failures = run_file(
+                    path,
+                    host,
+                    port,
+                    complete=args.complete,
+                    target_line=line,
+                    only=args.only,
+                    verbose=args.verbose,
+                    isolate=not args.no_isolate,
+                )
+            except (SltParseError, OSError) as error:
+                print(f"{path}: {error}" if isinstance(error, OSError) else error)
                 failed += 1
                 continue
             for failure in failures:

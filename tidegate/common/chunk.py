@@ -71,9 +71,7 @@ class Chunk:
 
     def with_ops_column(self, name: str = "__op") -> pa.RecordBatch:
         """The rows with the ops prepended as a column (for DuckDB evaluation)."""
-        return pa.RecordBatch.from_arrays(
-            [self.ops, *self.data.columns], names=[name, *self.data.schema.names]
-        )
+        return pa.RecordBatch.from_arrays([self.ops, *self.data.columns], names=[name, *self.data.schema.names])
 
     def rows(self) -> list[tuple[Op, tuple[object, ...]]]:
         """Rows as Python tuples: for tests and debugging only."""

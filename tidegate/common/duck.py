@@ -57,9 +57,7 @@ def translate_error(error: duckdb.Error, sql: str = "") -> errors.TidegateError:
         match = _TABLE_NOT_FOUND.search(message)
         if match:
             name = match.group(1)
-            return errors.UndefinedRelation(
-                f'relation "{name}" does not exist', position=find_word(sql, name)
-            )
+            return errors.UndefinedRelation(f'relation "{name}" does not exist', position=find_word(sql, name))
         if _FUNCTION.search(message):
             return errors.UndefinedFunction(message)
         return errors.UndefinedRelation(message)
@@ -100,7 +98,7 @@ def _conversion_error(message: str) -> errors.TidegateError:
     if match := _OUT_OF_RANGE.search(message):
         type_name = _DUCK_TYPE_NAMES.get(match.group(1), match.group(1).lower())
         return errors.NumericValueOutOfRange(f"{type_name} out of range")
-    if "DECIMAL" in message and "out of range" in message:
+    if "DECIMAL" in message and ("out of range" in message or "Could not cast value" in message):
         return errors.NumericValueOutOfRange("numeric field overflow", hint=message)
     if "field value out of range" in message:
         return errors.DatetimeFieldOverflow(message)

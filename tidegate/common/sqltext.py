@@ -31,6 +31,28 @@ def to_duckdb(expression: exp.Expression) -> str:
     def fix(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DECIMAL and not node.expressions:
             return exp.DataType.build(f"DECIMAL({NUMERIC_PRECISION_MAX}, {UNCONSTRAINED_NUMERIC_SCALE})")
+        if (
+            isinstance(node, exp.Cast)
+            and node.to.this in (exp.DataType.Type.VARBINARY, exp.DataType.Type.BINARY)
+            and isinstance(node.this, exp.Literal)
+            and node.this.is_string
+            and node.this.this.startswith("\\x")
+        ):
+            # PostgreSQL's bytea hex format: '\\x0102' is two bytes.
+            unhex: exp.Expression = exp.func("unhex", exp.Literal.string(node.this.this[2:]))  # type: ignore[assignment]
+            return unhex
+        if isinstance(node, exp.Binary) and not isinstance(node, exp.Connector | exp.DPipe):
+            # An untyped string literal beside a number is read as that number, as in PostgreSQL.
+            left, right = node.left, node.right
+            for string, other in ((left, right), (right, left)):
+                if (
+                    isinstance(string, exp.Literal)
+                    and string.is_string
+                    and isinstance(other, exp.Literal)
+                    and not other.is_string
+                ):
+                    target = "INTEGER" if other.is_int else "DECIMAL(38, 10)"
+                    string.replace(exp.cast(string.copy(), exp.DataType.build(target)))
         if isinstance(node, exp.Interval) and isinstance(node.this, exp.Literal) and node.this.is_string:
             # PostgreSQL's interval text ('1 mon', '2 days 03:00') as one string DuckDB parses whole.
             unit = node.args.get("unit")
@@ -73,5 +95,5 @@ def name_select_items(select: exp.Expression) -> None:
         if isinstance(item, exp.Alias | exp.Star | exp.Column):
             items.append(item)
         else:
-            items.append(exp.alias_(item, output_name(item), quoted=True))
+            items.append(exp.alias_(item, output_name(item), quoted=True))  # type: ignore[arg-type]
     select.set("expressions", items)

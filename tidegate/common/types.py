@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tidegate.errors import FeatureNotSupported
+from tidegate.errors import FeatureNotSupported, UndefinedType
 
 UNCONSTRAINED_NUMERIC_SCALE = 10
 NUMERIC_PRECISION_MAX = 38
@@ -346,7 +346,7 @@ def parse_type_name(text: str) -> SqlType:
     normalized = " ".join(text.strip().lower().split())
     match = _PARAMS.match(normalized)
     if match is None or match.group("name").strip() not in _TYPE_NAMES:
-        raise FeatureNotSupported(f'type "{text}" is not supported')
+        raise UndefinedType(f'type "{text.strip().lower()}" does not exist')
     base = _TYPE_NAMES[match.group("name").strip()]
     a, b = match.group("a"), match.group("b")
     if base.kind == "numeric" and a is not None:

@@ -186,21 +186,23 @@ def _scan_segment(path: pathlib.Path, first_offset: int, *, is_last: bool) -> _S
         if isinstance(checked, str):
             if not is_last or _valid_record_after(data, position + 1):
                 raise InternalError(
-                    f"table log segment {path} is corrupt at byte {position} "
-                    f"(record offset {offset}): {checked}"
+                    f"table log segment {path} is corrupt at byte {position} (record offset {offset}): {checked}"
                 )
             logger.warning(
                 "table log segment %s: dropped a torn tail of %d bytes at byte %d (record offset %d, %s); "
                 "it was never acknowledged",
-                path, len(data) - position, position, offset, checked,
+                path,
+                len(data) - position,
+                position,
+                offset,
+                checked,
             )
             os.truncate(path, position)
             break
         header, end = checked
         if header.offset != offset:
             raise InternalError(
-                f"table log segment {path}: the record at byte {position} has offset {header.offset}, "
-                f"expected {offset}"
+                f"table log segment {path}: the record at byte {position} has offset {header.offset}, expected {offset}"
             )
         positions.append(position)
         position = end
@@ -561,8 +563,7 @@ class TableLog:
             first = self._segments[0].first_offset
             if start < first:
                 raise InternalError(
-                    f"table log {self._directory}: offset {start} was truncated away; "
-                    f"the first kept offset is {first}"
+                    f"table log {self._directory}: offset {start} was truncated away; the first kept offset is {first}"
                 )
             stop = min(self._durable_end, start + max_records)
             spans = self._file_spans_locked(start, min(stop, self._cache_first))
@@ -655,8 +656,7 @@ class TableLog:
             self._check_open()
             if offset > self._durable_end:
                 raise InternalError(
-                    f"table log {self._directory}: cannot truncate before {offset}, "
-                    f"past the end {self._durable_end}"
+                    f"table log {self._directory}: cannot truncate before {offset}, past the end {self._durable_end}"
                 )
             doomed = [s for s in self._segments[:-1] if s.end_offset <= offset]
             del self._segments[: len(doomed)]

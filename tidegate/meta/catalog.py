@@ -87,8 +87,7 @@ class Relation:
             name=data["name"],
             kind=RelationKind(data["kind"]),
             columns=[
-                ColumnDef(c["name"], parse_type_name(c["type"]), c["nullable"], c["hidden"])
-                for c in data["columns"]
+                ColumnDef(c["name"], parse_type_name(c["type"]), c["nullable"], c["hidden"]) for c in data["columns"]
             ],
             pk=list(data["pk"]),
             user_pk=data["user_pk"],

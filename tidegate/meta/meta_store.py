@@ -182,8 +182,7 @@ class SqliteMetaStore(MetaStore):
         body = _encode_relation(relation)
         with self._write():
             self._connection.execute(
-                "INSERT INTO relations (id, body) VALUES (?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                "INSERT INTO relations (id, body) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
                 (relation_id, body),
             )
             # An id stored from elsewhere (a restore, a test) must not be handed out later.
@@ -222,8 +221,7 @@ class SqliteMetaStore(MetaStore):
     def put(self, key: str, value: str) -> None:
         with self._write():
             self._connection.execute(
-                "INSERT INTO facts (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO facts (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
 

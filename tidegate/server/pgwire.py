@@ -100,6 +100,8 @@ SQLSTATE_BY_ERROR: dict[type[BaseException], str] = {
     errors.InvalidDatetimeFormat: "22007",
     errors.DatetimeFieldOverflow: "22008",
     errors.UndefinedObject: "42704",
+    errors.DuplicateColumn: "42701",
+    errors.InvalidTableDefinition: "42P16",
     errors.InvalidColumnReference: "42P10",
     errors.UniqueViolation: "23505",
     errors.NotNullViolation: "23502",

@@ -110,9 +110,7 @@ class Session:
             return oids, [Column("QUERY PLAN", TEXT)]
         if isinstance(statement, exp.Query) and not _is_catalog_query(sql):
             limited = statement.copy()
-            table = select_arrow(
-                self.db, exp.select("*").from_(limited.subquery("__d")).limit(0), sql, [None] * count
-            )
+            table = select_arrow(self.db, exp.select("*").from_(limited.subquery("__d")).limit(0), sql, [None] * count)
             return oids, [Column(f.name, from_arrow(f.type)) for f in table.schema]
         if isinstance(statement, exp.Query):
             result = self.execute(sql, [None] * count)
@@ -205,9 +203,7 @@ class Session:
                 self.db.create_table(relation)
                 return QueryResult("CREATE TABLE")
             if kind == "VIEW" and materialized:
-                relation = ddl.bind_create_materialized_view(
-                    statement, self.catalog, self.db.next_relation_id(), sql
-                )
+                relation = ddl.bind_create_materialized_view(statement, self.catalog, self.db.next_relation_id(), sql)
                 self.db.create_materialized_view(relation)
                 return QueryResult("CREATE MATERIALIZED VIEW")
         raise FeatureNotSupported(f"CREATE {'MATERIALIZED ' if materialized else ''}{kind} is not supported")

@@ -9,8 +9,10 @@ from tidegate.common.types import BIGINT, parse_type_name
 from tidegate.connectors.table_writer import ROW_ID_COLUMN
 from tidegate.errors import (
     DependentObjectsExist,
+    DuplicateColumn,
     DuplicateObject,
     FeatureNotSupported,
+    InvalidTableDefinition,
     SqlError,
     UndefinedColumn,
     UndefinedRelation,
@@ -35,14 +37,14 @@ def bind_create_table(create: exp.Create, catalog: Catalog, relation_id: int, sq
     for item in schema.expressions:
         if isinstance(item, exp.PrimaryKey):
             if pk_names:
-                raise SqlError(f'multiple primary keys for table "{name}" are not allowed')
+                raise InvalidTableDefinition(f'multiple primary keys for table "{name}" are not allowed')
             pk_names = [e.name for e in item.expressions]
             continue
         if not isinstance(item, exp.ColumnDef):
             raise FeatureNotSupported(f"table constraint {item.sql('postgres')} is not supported")
         column_name = item.name
         if any(c.name == column_name for c in columns):
-            raise SqlError(f'column "{column_name}" specified more than once', position=position_of(item))
+            raise DuplicateColumn(f'column "{column_name}" specified more than once', position=position_of(item))
         if item.args.get("kind") is None:
             raise SqlError(f'column "{column_name}" needs a type', position=position_of(item))
         sql_type = parse_type_name(item.args["kind"].sql("postgres"))
@@ -51,7 +53,7 @@ def bind_create_table(create: exp.Create, catalog: Catalog, relation_id: int, sq
             kind = constraint.args.get("kind")
             if isinstance(kind, exp.PrimaryKeyColumnConstraint):
                 if pk_names:
-                    raise SqlError(f'multiple primary keys for table "{name}" are not allowed')
+                    raise InvalidTableDefinition(f'multiple primary keys for table "{name}" are not allowed')
                 pk_names = [column_name]
             elif isinstance(kind, exp.NotNullColumnConstraint):
                 nullable = bool(kind.args.get("allow_null"))
@@ -84,9 +86,7 @@ def bind_create_table(create: exp.Create, catalog: Catalog, relation_id: int, sq
     )
 
 
-def bind_create_materialized_view(
-    create: exp.Create, catalog: Catalog, relation_id: int, sql: str
-) -> Relation:
+def bind_create_materialized_view(create: exp.Create, catalog: Catalog, relation_id: int, sql: str) -> Relation:
     name = create.this.name
     select = create.args.get("expression")
     if select is None:

@@ -61,9 +61,7 @@ _SET_TIME_ZONE = re.compile(r"^\s*SET\s+(?:(?:SESSION|LOCAL)\s+)?TIME\s+ZONE\s+(
 _RESET = re.compile(r"^\s*RESET\s+([A-Za-z_][\w.]*)\s*;?\s*$", re.IGNORECASE)
 _SHOW = re.compile(r"^\s*SHOW\s+(.+?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:\((?:[^)]*)\)\s*|VERBOSE\s+)?(.+?)\s*;?\s*$", re.I | re.S)
-_TRANSACTION = re.compile(
-    r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT)\b.*$", re.IGNORECASE | re.DOTALL
-)
+_TRANSACTION = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT)\b.*$", re.IGNORECASE | re.DOTALL)
 
 
 def split_statements(sql: str) -> list[str]:

@@ -31,10 +31,10 @@ from tidegate.common.types import BIGINT, DOUBLE, NUMERIC, SqlType, from_arrow
 from tidegate.errors import (
     AmbiguousColumn,
     DatatypeMismatch,
+    DuplicateColumn,
     FeatureNotSupported,
     GroupingError,
     InvalidColumnReference,
-    SqlError,
     TidegateError,
     UndefinedColumn,
     UndefinedFunction,
@@ -70,9 +70,7 @@ class ExpressionCompiler:
         name = column.name
         qualifier = column.table or None
         matches = [
-            i
-            for i, c in enumerate(self.scope)
-            if c.name == name and (qualifier is None or c.qualifier == qualifier)
+            i for i, c in enumerate(self.scope) if c.name == name and (qualifier is None or c.qualifier == qualifier)
         ]
         if not matches:
             shown = f"{qualifier}.{name}" if qualifier else name
@@ -97,7 +95,16 @@ class ExpressionCompiler:
 
     def compile(self, expressions: list[exp.Expression]) -> tuple[list[str], list[SqlType]]:
         compiled = [to_duckdb(self.rewrite(e)) for e in expressions]
-        return compiled, self.infer_types(compiled, expressions)
+        types = self.infer_types(compiled, expressions)
+        # A bare column keeps its declared type (jsonb, varchar(n)), which Arrow alone cannot tell.
+        for i, text in enumerate(compiled):
+            if (
+                text.startswith("_")
+                and text[1:].isdigit()
+                and self.scope[int(text[1:])].type.arrow.equals(types[i].arrow)
+            ):
+                types[i] = self.scope[int(text[1:])].type
+        return compiled, types
 
     def infer_types(self, compiled: list[str], originals: list[exp.Expression]) -> list[SqlType]:
         if not compiled:
@@ -151,9 +158,7 @@ def plan_materialized_view(select: exp.Expression, catalog: Catalog) -> PlannedV
     if where is not None:
         condition = where.this
         if any(condition.find_all(*AGGREGATES)):
-            raise GroupingError(
-                "aggregate functions are not allowed in WHERE", position=position_of(condition)
-            )
+            raise GroupingError("aggregate functions are not allowed in WHERE", position=position_of(condition))
         [compiled], [condition_type] = compiler.compile([condition])
         _require_boolean(condition_type, "WHERE", condition)
         plan = {
@@ -204,7 +209,7 @@ def _unique_names(names: list[str]) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise SqlError(f'column "{name}" specified more than once')
+            raise DuplicateColumn(f'column "{name}" specified more than once')
         seen.add(name)
 
 
@@ -336,8 +341,7 @@ def _plan_aggregation(
         for column in rewritten.find_all(exp.Column):
             if not (column.name[:3] in ("__k", "__a") and column.name[3:].isdigit() and not column.table):
                 raise GroupingError(
-                    f'column "{column.name}" must appear in the GROUP BY clause or be used in an '
-                    "aggregate function",
+                    f'column "{column.name}" must appear in the GROUP BY clause or be used in an aggregate function',
                     position=_position_in(expression, column.name),
                 )
         return rewritten

@@ -35,9 +35,7 @@ class StateTable:
             data = pa.RecordBatch.from_arrays(
                 [c.cast(f.type) for c, f in zip(data.columns, self.schema)], schema=self.schema
             )
-        self._memtable.append(
-            pa.RecordBatch.from_arrays([chunk.ops, *data.columns], schema=self._delta_schema)
-        )
+        self._memtable.append(pa.RecordBatch.from_arrays([chunk.ops, *data.columns], schema=self._delta_schema))
 
     def commit(self, epoch: int) -> None:
         """Seal this epoch's writes into the store (called on the barrier that ends ``epoch``)."""

@@ -42,13 +42,34 @@ SMALL_SCHEMA = pa.schema([("writer", pa.int32()), ("seq", pa.int64())])
 
 def wide_chunk(first_row_id: int) -> Chunk:
     rows = [
-        (first_row_id, 1, "one", decimal.Decimal("1.0000000001"), datetime.datetime(2024, 1, 2, 3, 4, 5, 6),
-         datetime.date(2024, 1, 2), True),
+        (
+            first_row_id,
+            1,
+            "one",
+            decimal.Decimal("1.0000000001"),
+            datetime.datetime(2024, 1, 2, 3, 4, 5, 6),
+            datetime.date(2024, 1, 2),
+            True,
+        ),
         (first_row_id + 1, None, None, None, None, None, None),
-        (first_row_id + 2, -(2**31), "", decimal.Decimal("-12345678901234567890123456.7890123456"),
-         datetime.datetime(1970, 1, 1), datetime.date(1, 1, 1), False),
-        (first_row_id + 3, 2**31 - 1, "ünïcødé ✓", decimal.Decimal(0), datetime.datetime(9999, 12, 31),
-         datetime.date(9999, 12, 31), None),
+        (
+            first_row_id + 2,
+            -(2**31),
+            "",
+            decimal.Decimal("-12345678901234567890123456.7890123456"),
+            datetime.datetime(1970, 1, 1),
+            datetime.date(1, 1, 1),
+            False,
+        ),
+        (
+            first_row_id + 3,
+            2**31 - 1,
+            "ünïcødé ✓",
+            decimal.Decimal(0),
+            datetime.datetime(9999, 12, 31),
+            datetime.date(9999, 12, 31),
+            None,
+        ),
     ]
     columns = list(zip(*rows))
     batch = pa.record_batch(
@@ -137,8 +158,11 @@ def test_torn_tail_is_cut_off(tmp_path: pathlib.Path, caplog: pytest.LogCaptureF
     [segment] = segments(directory)
     size = segment.stat().st_size
     record_bytes = size // 3
-    keep = {"inside header": 2 * record_bytes + 7, "inside payload": 2 * record_bytes + HEADER_BYTES + 40,
-            "last byte": size - 1}[cut]
+    keep = {
+        "inside header": 2 * record_bytes + 7,
+        "inside payload": 2 * record_bytes + HEADER_BYTES + 40,
+        "last byte": size - 1,
+    }[cut]
     os.truncate(segment, keep)
     with caplog.at_level(logging.WARNING), TableLog(directory, SMALL_SCHEMA) as log:
         assert log.end_offset() == 2
@@ -434,9 +458,7 @@ def test_cache_and_files_give_the_same_chunks(tmp_path: pathlib.Path) -> None:
     )
     # The same columns with other nullability and no metadata, as a DML path may build them.
     loose = pa.record_batch([pa.array([1, 2], pa.int64()), pa.array(["a", None])], names=["_row_id", "v"])
-    big = pa.record_batch(
-        [pa.array(range(200_000), pa.int64()), pa.array(["x"] * 200_000)], schema=schema
-    )
+    big = pa.record_batch([pa.array(range(200_000), pa.int64()), pa.array(["x"] * 200_000)], schema=schema)
     chunks = [Chunk.of([Op.INSERT, Op.DELETE], loose), Chunk.inserts(big.slice(5, 3))]
     with TableLog(tmp_path / "t", schema) as log:
         log.append_many(chunks)

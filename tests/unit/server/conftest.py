@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -216,7 +215,7 @@ class FakeSession:
         oids = [oid or 25 for oid in oids]
         if not sql.lstrip().upper().startswith("SELECT") or sql.lower().startswith("select block()"):
             return oids, None
-        table = self.db.execute(f"SELECT * FROM ({sql}) AS d LIMIT 0", [None] * count).to_arrow_table()
+        table = self.db.sql(f"SELECT * FROM ({sql}) AS d LIMIT 0", params=[None] * count or None).to_arrow_table()
         return oids, [Column(f.name, from_arrow(f.type)) for f in table.schema]
 
     def get_setting(self, name: str) -> str:
@@ -286,12 +285,3 @@ def server(factory: FakeSessionFactory) -> Iterator[ServerHandle]:
 @pytest.fixture
 def dsn(server: ServerHandle) -> str:
     return f"host=127.0.0.1 port={server.port} user=root dbname=dev sslmode=disable"
-
-
-def wait_for(predicate: Any, timeout_s: float = 5.0) -> bool:
-    deadline = threading.Event()
-    for _ in range(int(timeout_s / 0.01)):
-        if predicate():
-            return True
-        deadline.wait(0.01)
-    return bool(predicate())

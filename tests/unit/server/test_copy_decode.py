@@ -156,7 +156,7 @@ def test_bad_timestamp_and_date() -> None:
 def test_timestamptz_offsets_and_naive_values_are_utc() -> None:
     table = text(b"2024-01-01 10:00:00+02\n2024-01-01 10:00:00\n2024-01-01T10:00:00.5-01:30\n",
                  [Column("t", TIMESTAMPTZ)])  # fmt: skip
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert [v.astimezone(utc) for v in table.column("t").to_pylist()] == [
         dt.datetime(2024, 1, 1, 8, tzinfo=utc),
         dt.datetime(2024, 1, 1, 10, tzinfo=utc),

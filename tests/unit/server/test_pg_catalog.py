@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from conftest import MV_ID, ORDERS_ID, FakeSessionFactory
 
 from tidegate.common.types import INTEGER
 from tidegate.errors import UndefinedRelation
@@ -116,48 +117,56 @@ WHERE pg_catalog.pg_constraint.contype = $3::VARCHAR AND pg_catalog.pg_constrain
 WHERE con.conrelid IN ($4)) AS attr GROUP BY attr.conrelid, attr.conname ORDER BY attr.conrelid, attr.conname"""  # noqa: E501
 
 
+# The relation ids of conftest.make_catalog.
+ORDERS_ID = 1001
+MV_ID = 1002
+
+
 @pytest.fixture
-def session(factory: FakeSessionFactory) -> object:
-    return factory("root", "dev")
+def session(factory: Any) -> Any:
+    session = factory("root", "dev")
+    assert session.catalog.get("orders").id == ORDERS_ID
+    assert session.catalog.get("category_totals").id == MV_ID
+    return session
 
 
-def rows(sql: str, session: object, params: list[object] | None = None) -> list[tuple[object, ...]]:
-    result = answer_catalog_query(sql, session, params)  # type: ignore[arg-type]
+def rows(sql: str, session: Any, params: list[object] | None = None) -> list[tuple[object, ...]]:
+    result = answer_catalog_query(sql, session, params)
     assert result is not None, "expected a catalog query"
     return result.rows
 
 
-def test_ordinary_statements_are_not_catalog_queries(session: object) -> None:
+def test_ordinary_statements_are_not_catalog_queries(session: Any) -> None:
     for sql in ("select 1", "SELECT * FROM orders", "INSERT INTO orders VALUES (1)", "select 'pg_class'", "FLUSH"):
-        assert answer_catalog_query(sql, session) is None  # type: ignore[arg-type]
-        assert not is_catalog_query(sql, session)  # type: ignore[arg-type]
+        assert answer_catalog_query(sql, session) is None
+        assert not is_catalog_query(sql, session)
 
 
-def test_session_functions(session: object) -> None:
+def test_session_functions(session: Any) -> None:
     assert rows("select current_schema()", session) == [("public",)]
     version = rows("select pg_catalog.version()", session)[0][0]
     assert isinstance(version, str) and version.startswith("PostgreSQL 15.0 ")
     assert rows("select current_database(), current_user, session_user", session) == [("dev", "root", "root")]
-    result = answer_catalog_query("select version()", session)  # type: ignore[arg-type]
+    result = answer_catalog_query("select version()", session)
     assert result is not None and result.columns is not None and result.columns[0].name == "version"
 
 
-def test_show_answers(session: object) -> None:
-    result = answer_catalog_query("SHOW TRANSACTION ISOLATION LEVEL", session)  # type: ignore[arg-type]
+def test_show_answers(session: Any) -> None:
+    result = answer_catalog_query("SHOW TRANSACTION ISOLATION LEVEL", session)
     assert result is not None and result.command_tag == "SHOW" and result.rows == [("read committed",)]
     assert result.columns is not None and result.columns[0].name == "transaction_isolation"
     assert rows("show standard_conforming_strings", session) == [("on",)]
-    assert answer_catalog_query("SHOW implicit_flush", session) is None  # type: ignore[arg-type]
+    assert answer_catalog_query("SHOW implicit_flush", session) is None
 
 
-def test_psql_list_relations(session: object) -> None:
+def test_psql_list_relations(session: Any) -> None:
     assert rows(PSQL_LIST, session) == [
         ("public", "category_totals", "materialized view", "root"),
         ("public", "orders", "table", "root"),
     ]
 
 
-def test_psql_describe_table(session: object) -> None:
+def test_psql_describe_table(session: Any) -> None:
     assert rows(PSQL_LOOKUP, session) == [(ORDERS_ID, "public", "orders")]
     assert rows(PSQL_COLUMNS.format(oid=ORDERS_ID), session) == [
         ("order_id", "integer", None, True, None, "", ""),
@@ -171,7 +180,7 @@ def test_psql_describe_table(session: object) -> None:
     assert index[6:8] == ("PRIMARY KEY (order_id)", "p")
 
 
-def test_materialized_view_hides_hidden_columns_and_has_definition(session: object) -> None:
+def test_materialized_view_hides_hidden_columns_and_has_definition(session: Any) -> None:
     names = [r[0] for r in rows(PSQL_COLUMNS.format(oid=MV_ID), session)]
     assert names == ["product_category", "total"]
     assert rows(PSQL_INDEXES.format(oid=MV_ID), session) == []
@@ -179,26 +188,26 @@ def test_materialized_view_hides_hidden_columns_and_has_definition(session: obje
     assert definition == " SELECT product_category, sum(amount) AS total FROM orders GROUP BY product_category;"
 
 
-def test_catalogs_without_rows_answer_empty(session: object) -> None:
+def test_catalogs_without_rows_answer_empty(session: Any) -> None:
     assert rows(PSQL_PUBLICATIONS.format(oid=ORDERS_ID), session) == []
     assert rows(f"SELECT c.oid::pg_catalog.regclass FROM pg_catalog.pg_class c, pg_catalog.pg_inherits i "
                 f"WHERE c.oid = i.inhparent AND i.inhrelid = '{ORDERS_ID}'", session) == []  # fmt: skip
 
 
-def test_roles_arrays_are_postgres_arrays(session: object) -> None:
-    result = answer_catalog_query(PSQL_ROLES, session)  # type: ignore[arg-type]
+def test_roles_arrays_are_postgres_arrays(session: Any) -> None:
+    result = answer_catalog_query(PSQL_ROLES, session)
     assert result is not None and result.columns is not None
     assert result.rows[0][0] == "root" and result.rows[0][8] == []
     memberof = result.columns[8].type
     assert memberof.pg_oid == 1015 and memberof.to_text(["a", "b c", None]) == '{a,"b c",NULL}'
 
 
-def test_psycopg_type_lookup_finds_builtin_and_not_hstore(session: object) -> None:
+def test_psycopg_type_lookup_finds_builtin_and_not_hstore(session: Any) -> None:
     assert rows(PSYCOPG_TYPE_INFO, session, ["hstore"]) == []
     assert rows(PSYCOPG_TYPE_INFO, session, ["numeric"]) == [("numeric", 1700, 1231, "numeric", ",")]
 
 
-def test_sqlalchemy_has_table_and_primary_key(session: object) -> None:
+def test_sqlalchemy_has_table_and_primary_key(session: Any) -> None:
     kinds = ["r", "p", "f", "v", "m"]
     assert rows(SQLALCHEMY_HAS_TABLE, session, ["orders", *kinds, "pg_catalog"]) == [("orders",)]
     assert rows(SQLALCHEMY_HAS_TABLE, session, ["nope", *kinds, "pg_catalog"]) == []
@@ -208,13 +217,13 @@ def test_sqlalchemy_has_table_and_primary_key(session: object) -> None:
     assert catalog_parameter_count(SQLALCHEMY_PK) == 4
 
 
-def test_describe_with_null_parameters_keeps_columns(session: object) -> None:
-    result = answer_catalog_query(SQLALCHEMY_HAS_TABLE, session, None)  # type: ignore[arg-type]
+def test_describe_with_null_parameters_keeps_columns(session: Any) -> None:
+    result = answer_catalog_query(SQLALCHEMY_HAS_TABLE, session, None)
     assert result is not None and result.rows == []
     assert [c.name for c in result.columns or []] == ["relname"]
 
 
-def test_information_schema(session: object) -> None:
+def test_information_schema(session: Any) -> None:
     assert rows("select table_name, table_type from information_schema.tables", session) == [("orders", "BASE TABLE")]
     columns = rows(
         "select column_name, data_type, is_nullable, numeric_precision, numeric_scale, udt_name "
@@ -230,7 +239,7 @@ def test_information_schema(session: object) -> None:
     ]
 
 
-def test_catalog_changes_are_seen(factory: FakeSessionFactory, session: object) -> None:
+def test_catalog_changes_are_seen(factory: Any, session: Any) -> None:
     before = rows("select relname from pg_catalog.pg_class where relkind = 'r'", session)
     factory.catalog.add(
         Relation(id=1003, name="late", kind=RelationKind.TABLE, columns=[ColumnDef("x", INTEGER)], pk=[])
@@ -239,8 +248,8 @@ def test_catalog_changes_are_seen(factory: FakeSessionFactory, session: object) 
     assert before == [("orders",)] and after == [("late",), ("orders",)]
 
 
-def test_unknown_catalog_and_user_relation_named_like_one(factory: FakeSessionFactory, session: object) -> None:
-    with pytest.raises(UndefinedRelation, match="pg_catalog.pg_stat_nothing"):
-        answer_catalog_query("select * from pg_catalog.pg_stat_nothing", session)  # type: ignore[arg-type]
+def test_unknown_catalog_and_user_relation_named_like_one(factory: Any, session: Any) -> None:
+    with pytest.raises(UndefinedRelation, match=r"pg_catalog\.pg_stat_nothing"):
+        answer_catalog_query("select * from pg_catalog.pg_stat_nothing", session)
     factory.catalog.add(Relation(id=1004, name="pg_mine", kind=RelationKind.TABLE, columns=[], pk=[]))
-    assert answer_catalog_query("select * from pg_mine", session) is None  # type: ignore[arg-type]
+    assert answer_catalog_query("select * from pg_mine", session) is None

@@ -5,21 +5,23 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import os
+import signal
 import socket
 import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
-from conftest import FakeSessionFactory, wait_for
 
 from tidegate import errors
 from tidegate.server import pgwire_copy
 from tidegate.server.pgwire import SQLSTATE_BY_ERROR, PgServer, ServerHandle, run_server_in_thread, sqlstate_for
+from tidegate.server.pgwire_values import decode_numeric_binary, encode_numeric_binary
 
 PSQL = "/usr/bin/psql"
 
@@ -73,6 +75,15 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def kinds(messages: list[tuple[bytes, bytes]]) -> bytes:
@@ -191,7 +202,7 @@ def test_psql_materialized_view_definition(server: ServerHandle) -> None:
 
 def test_psql_error_shows_sqlstate_position_and_skips_the_rest(server: ServerHandle) -> None:
     result = psql(server.port, "-v", "VERBOSITY=verbose", "-c", "select 1 as a; select nosuch from orders; select 3")
-    assert "ERROR:  42703: column \"nosuch\" does not exist" in result.stderr
+    assert 'ERROR:  42703: column "nosuch" does not exist' in result.stderr
     assert "LINE 1: select 1 as a; select nosuch from orders; select 3\n" in result.stderr
     # The caret sits under "nosuch": the position counts from the start of the whole query string.
     caret_line = result.stderr.splitlines()[2]
@@ -202,7 +213,7 @@ def test_psql_error_shows_sqlstate_position_and_skips_the_rest(server: ServerHan
 # ---- psycopg: autocommit ----------------------------------------------------------------
 
 
-def test_psycopg_parameters_of_several_types(dsn: str, factory: FakeSessionFactory) -> None:
+def test_psycopg_parameters_of_several_types(dsn: str, factory: Any) -> None:
     values = [7, "héllo", decimal.Decimal("12.345"), dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, 3, 4, 5), 2.5, True,
               None, b"\x00\xff"]  # fmt: skip
     with connect(dsn, autocommit=True) as conn:
@@ -212,6 +223,25 @@ def test_psycopg_parameters_of_several_types(dsn: str, factory: FakeSessionFacto
     assert session_sql.startswith("select $1, $2")
     assert session_params == values
     assert [type(p) for p in session_params] == [type(v) for v in values]
+
+
+def test_psycopg_binary_parameters(dsn: str, factory: Any) -> None:
+    values = [7, 2**40, "héllo", decimal.Decimal("-12345.0067"), dt.date(2024, 1, 2),
+              dt.datetime(2024, 1, 2, 3, 4, 5, 600), dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC), 2.5, False,
+              b"\x00\xff"]  # fmt: skip
+    with connect(dsn, autocommit=True) as conn:
+        conn.execute("select " + ", ".join(["%b"] * len(values)), values)
+    _, session_params = factory.sessions[-1].executed[-1]
+    assert session_params == values
+    assert [type(p) for p in session_params] == [type(v) for v in values]
+
+
+def test_numeric_binary_codec_round_trips() -> None:
+    assert encode_numeric_binary(decimal.Decimal("12.50")) == struct.pack("!hhHh2H", 2, 0, 0, 2, 12, 5000)
+    for text in ["0", "1", "-1", "0.0001", "12345.6789", "1E+20", "123456789012345678.123456", "-0.50", "10000"]:
+        number = decimal.Decimal(text)
+        decoded = decode_numeric_binary(encode_numeric_binary(number))
+        assert decoded == number and str(decoded) == str(number.quantize(decoded)), text
 
 
 def test_psycopg_select_types_text_and_binary(dsn: str) -> None:
@@ -225,13 +255,13 @@ def test_psycopg_select_types_text_and_binary(dsn: str) -> None:
         binary = conn.cursor(binary=True)
         assert binary.execute("select * from orders where order_id > %s order by 1", [0]).fetchall() == expected
         row = binary.execute(
-            "select 1::smallint, 2::bigint, 1.5::real, 2.5::double, true, 'x', '\\x00ff'::blob, "
+            "select 1::smallint, 2::bigint, 1.5::real, 2.5::double, true, 'x', '\\x00\\xFF'::blob, "
             "date '2024-02-03', -12.5::decimal(6,2)"
         ).fetchone()
     assert row == (1, 2, 1.5, 2.5, True, "x", b"\x00\xff", dt.date(2024, 2, 3), decimal.Decimal("-12.50"))
 
 
-def test_psycopg_prepared_statements_and_executemany(dsn: str, factory: FakeSessionFactory) -> None:
+def test_psycopg_prepared_statements_and_executemany(dsn: str, factory: Any) -> None:
     with connect(dsn, autocommit=True) as conn:
         for i in range(3):
             assert conn.execute("select %s::int * 2", [i], prepare=True).fetchone() == (i * 2,)
@@ -286,7 +316,7 @@ def test_notices_reach_the_client(dsn: str) -> None:
 # ---- psycopg: transactions ------------------------------------------------------------------
 
 
-def test_transaction_status_follows_postgres(dsn: str, factory: FakeSessionFactory) -> None:
+def test_transaction_status_follows_postgres(dsn: str, factory: Any) -> None:
     idle, in_transaction, failed = (psycopg.pq.TransactionStatus.IDLE, psycopg.pq.TransactionStatus.INTRANS,
                                     psycopg.pq.TransactionStatus.INERROR)  # fmt: skip
     with connect(dsn) as conn:
@@ -309,6 +339,7 @@ def test_transaction_status_follows_postgres(dsn: str, factory: FakeSessionFacto
 def test_savepoints_recover_a_failed_block(dsn: str) -> None:
     with connect(dsn) as conn:
         conn.execute("select %s::int", [1], prepare=True)
+        conn.commit()
         with conn.transaction():
             with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
                 conn.execute("FAIL DivisionByZero")
@@ -356,7 +387,7 @@ def test_sqlalchemy_connect_and_reflect(server: ServerHandle) -> None:
 # ---- COPY FROM STDIN ------------------------------------------------------------------------
 
 
-def test_copy_text_and_csv(dsn: str, factory: FakeSessionFactory) -> None:
+def test_copy_text_and_csv(dsn: str, factory: Any) -> None:
     with connect(dsn, autocommit=True) as conn, conn.cursor() as cursor:
         with cursor.copy("COPY orders FROM STDIN") as copy:
             copy.write_row((20, "tab\there", decimal.Decimal("3.50"), dt.datetime(2024, 6, 1)))
@@ -376,9 +407,7 @@ def test_copy_text_and_csv(dsn: str, factory: FakeSessionFactory) -> None:
     assert all(copy_in.finished for copy_in in factory.sessions[-1].copies)
 
 
-def test_copy_is_decoded_in_bounded_batches(
-    dsn: str, factory: FakeSessionFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_copy_is_decoded_in_bounded_batches(dsn: str, factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pgwire_copy, "COPY_BATCH_BYTES", 4096)
     lines = [f"{1000 + i},category {i % 5},{i}.25,2024-01-01 00:00:00\n" for i in range(2000)]
     with connect(dsn, autocommit=True) as conn, conn.cursor() as cursor:
@@ -393,20 +422,19 @@ def test_copy_is_decoded_in_bounded_batches(
     assert max(batch.num_rows for batch in copy_in.batches) < 200
 
 
-def test_copy_bad_value_aborts_with_line_number(dsn: str, factory: FakeSessionFactory) -> None:
+def test_copy_bad_value_aborts_with_line_number(dsn: str, factory: Any) -> None:
     with connect(dsn, autocommit=True) as conn, conn.cursor() as cursor:
-        with pytest.raises(psycopg.errors.InvalidTextRepresentation) as failure:
-            with cursor.copy("COPY orders (order_id, product_category) FROM STDIN") as copy:
-                copy.write("40\ta\n41\tb\nforty-two\tc\n")
-        assert 'invalid input syntax for type integer: "forty-two" (COPY line 3, column order_id)' in str(
-            failure.value
-        )
+        statement = "COPY orders (order_id, product_category) FROM STDIN"
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation) as failure, cursor.copy(statement) as copy:
+            copy.write("40\ta\n41\tb\nforty-two\tc\n")
+        message = str(failure.value)
+        assert 'invalid input syntax for type integer: "forty-two" (COPY line 3, column order_id)' in message
         assert cursor.execute("select count(*) from orders where order_id >= 40").fetchone() == (0,)
     copy_in = factory.sessions[-1].copies[-1]
     assert copy_in.aborted and not copy_in.finished
 
 
-def test_copy_fail_from_client_is_query_canceled(dsn: str, factory: FakeSessionFactory) -> None:
+def test_copy_fail_from_client_is_query_canceled(dsn: str, factory: Any) -> None:
     with connect(dsn, autocommit=True) as conn, conn.cursor() as cursor:
         with pytest.raises(ZeroDivisionError), cursor.copy("COPY orders FROM STDIN") as copy:
             copy.write("50\tx\t1\t2024-01-01\n")
@@ -443,6 +471,21 @@ def test_extended_describe_execute_with_row_limit(raw: RawClient) -> None:
     assert messages[-2] == (b"C", b"SELECT 1\0")
 
 
+def test_close_statement_and_portal(raw: RawClient) -> None:
+    raw.send(b"P", parse("named", "select 1"))
+    raw.send(b"B", bind("portal", "named", []))
+    raw.send(b"C", b"Snamed\0")
+    raw.send(b"C", b"Pportal\0")
+    raw.send(b"S")
+    assert kinds(raw.until_ready()) == b"1233Z"
+    raw.send(b"E", execute("portal"))
+    raw.send(b"S")
+    assert error_fields(raw.until_ready()[0][1])["C"] == "34000"
+    raw.send(b"B", bind("", "named", []))
+    raw.send(b"S")
+    assert error_fields(raw.until_ready()[0][1])["C"] == "26000"
+
+
 def test_extended_error_skips_until_sync(raw: RawClient) -> None:
     raw.send(b"P", parse("", "FAIL DataError"))
     raw.send(b"B", bind("", "", []))
@@ -464,8 +507,8 @@ def test_binary_results(raw: RawClient) -> None:
     raw.send(b"E", execute(""))
     raw.send(b"S")
     messages = raw.until_ready()
-    assert kinds(messages) == b"2TDCZ"
-    row = messages[2][1]
+    assert kinds(messages) == b"12TDCZ"
+    row = messages[3][1]
     assert row == struct.pack("!hi", 2, 16) + struct.pack("!qii", 3_600_000_000, 1, 0) + struct.pack("!iq", 8, 5)
     # Arrays (here from a catalog query) have no binary encoder: 0A000, not a broken row.
     raw.send(b"P", parse("", "select array_agg(relname) from pg_catalog.pg_class"))
@@ -474,13 +517,66 @@ def test_binary_results(raw: RawClient) -> None:
     raw.send(b"E", execute(""))
     raw.send(b"S")
     failed = raw.until_ready()
-    assert kinds(failed) == b"2EZ"
-    assert error_fields(failed[1][1])["C"] == "0A000"
+    assert kinds(failed) == b"12EZ"
+    assert error_fields(failed[2][1])["C"] == "0A000"
 
 
-def test_empty_query_ssl_refusal_and_terminate(server: ServerHandle) -> None:
+def test_copy_through_the_extended_protocol(raw: RawClient) -> None:
+    raw.send(b"P", parse("", "COPY orders (order_id, product_category) FROM STDIN"))
+    raw.send(b"B", bind("", "", []))
+    raw.send(b"D", b"P\0")
+    raw.send(b"E", execute(""))
+    raw.send(b"H")
+    assert [raw.receive()[0] for _ in range(4)] == [b"1", b"2", b"n", b"G"]
+    raw.send(b"d", b"60\tsix")
+    raw.send(b"d", b"ty\n61\tsixty-one\n")
+    raw.send(b"c")
+    raw.send(b"S")
+    assert raw.until_ready() == [(b"C", b"COPY 2\0"), (b"Z", b"I")]
+    rows = raw.query("select product_category from orders where order_id >= 60 order by order_id")
+    assert [payload[6:] for kind, payload in rows if kind == b"D"] == [b"sixty", b"sixty-one"]
+
+
+def test_large_results_stream_in_chunks(dsn: str) -> None:
+    with connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("select range as n, 'row ' || range as label from range(20000)").fetchall()
+        assert len(rows) == 20000 and rows[12345] == (12345, "row 12345")
+        binary = conn.cursor(binary=True)
+        assert binary.execute("select sum(range) as s from range(20000)").fetchone() == (decimal.Decimal(199990000),)
+
+
+def test_protocol_violation_is_fatal_and_closes(raw: RawClient) -> None:
+    raw.send(b"Y", b"junk")
+    kind, payload = raw.receive()
+    fields = error_fields(payload)
+    assert kind == b"E" and fields["S"] == "FATAL" and fields["C"] == "08P01"
+    with pytest.raises(ConnectionError):
+        raw.receive()
+
+
+def test_newer_protocol_minor_is_negotiated_down(server: ServerHandle) -> None:
     client = RawClient(server.port)
-    client.sock.sendall(struct.pack("!ii", 8, 80877103))
+    client.send_startup(code=(3 << 16) | 2, params=b"user\0root\0database\0dev\0_pq_.fancy\0on\0\0")
+    messages = client.until_ready()
+    assert messages[0] == (b"v", struct.pack("!ii", 0, 1) + b"_pq_.fancy\0")
+    assert messages[1] == (b"R", struct.pack("!i", 0))
+    statuses = dict(p.split(b"\0")[:2] for k, p in messages if k == b"S")
+    assert statuses[b"server_version"] == b"15.0" and statuses[b"is_superuser"] == b"on"
+    assert kinds(messages)[-2:] == b"KZ"
+    client.close()
+
+
+def test_transaction_options_reach_the_session_as_plain_keywords(raw: RawClient, factory: Any) -> None:
+    assert raw.query("START TRANSACTION ISOLATION LEVEL SERIALIZABLE")[-1] == (b"Z", b"T")
+    assert raw.query("END")[0] == (b"C", b"COMMIT\0")
+    assert [sql for sql, _ in factory.sessions[-1].executed] == ["BEGIN", "COMMIT"]
+
+
+def test_encryption_refused_empty_query_and_terminate(server: ServerHandle) -> None:
+    client = RawClient(server.port)
+    client.sock.sendall(struct.pack("!ii", 8, 80877104))  # GSSENCRequest
+    assert client._read(1) == b"N"
+    client.sock.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest
     assert client._read(1) == b"N"
     client.connect()
     assert kinds(client.query("")) == b"IZ"
@@ -499,7 +595,7 @@ def test_unknown_database_is_a_fatal_startup_error(server: ServerHandle) -> None
 # ---- concurrency, cancel, disconnect -----------------------------------------------------------
 
 
-def test_slow_statement_does_not_block_other_clients(dsn: str, factory: FakeSessionFactory) -> None:
+def test_slow_statement_does_not_block_other_clients(dsn: str, factory: Any) -> None:
     results: list[object] = []
     with connect(dsn, autocommit=True) as slow:
         worker = threading.Thread(target=lambda: results.append(slow.execute("select block()").fetchone()))
@@ -513,9 +609,11 @@ def test_slow_statement_does_not_block_other_clients(dsn: str, factory: FakeSess
     assert results == [(1,)]
 
 
-def test_cancel_request_cancels_the_running_statement(dsn: str, factory: FakeSessionFactory) -> None:
+def test_cancel_request_cancels_the_running_statement(dsn: str, factory: Any) -> None:
     with connect(dsn, autocommit=True) as conn:
-        timer = threading.Timer(0.3, conn.cancel)
+        # cancel_safe, not cancel: libpq's blocking PQcancel holds the GIL, and this
+        # server runs in the same process.
+        timer = threading.Timer(0.3, conn.cancel_safe)
         timer.start()
         with pytest.raises(psycopg.errors.QueryCanceled, match="canceling statement due to user request"):
             conn.execute("select block()")
@@ -524,7 +622,16 @@ def test_cancel_request_cancels_the_running_statement(dsn: str, factory: FakeSes
         assert conn.execute("select 1").fetchone() == (1,)
 
 
-def test_client_disconnect_mid_statement(server: ServerHandle, dsn: str, factory: FakeSessionFactory) -> None:
+def test_psql_ctrl_c_cancels(server: ServerHandle, factory: Any) -> None:
+    command = [PSQL, "-X", "-h", "127.0.0.1", "-p", str(server.port), "-U", "root", "-d", "dev", "-c", "select block()"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert factory.blocked.wait(5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=10)
+    assert "ERROR:  canceling statement due to user request" in stderr
+
+
+def test_client_disconnect_mid_statement(server: ServerHandle, dsn: str, factory: Any) -> None:
     client = RawClient(server.port)
     client.connect()
     client.send(b"Q", b"select block()\0")
@@ -540,7 +647,7 @@ def test_client_disconnect_mid_statement(server: ServerHandle, dsn: str, factory
         assert again.execute("select 43").fetchone() == (43,)
 
 
-def test_sessions_are_closed_when_clients_leave(dsn: str, factory: FakeSessionFactory) -> None:
+def test_sessions_are_closed_when_clients_leave(dsn: str, factory: Any) -> None:
     with connect(dsn, autocommit=True) as conn:
         conn.execute("select 1")
     assert wait_for(lambda: len(factory.closed) == 1)
@@ -550,7 +657,7 @@ def test_sessions_are_closed_when_clients_leave(dsn: str, factory: FakeSessionFa
 
 
 @pytest.fixture
-def password_server(factory: FakeSessionFactory) -> Iterator[ServerHandle]:
+def password_server(factory: Any) -> Iterator[ServerHandle]:
     handle = run_server_in_thread(factory, password="s3cret")
     yield handle
     handle.stop()
@@ -567,7 +674,7 @@ def test_scram_sha_256(password_server: ServerHandle) -> None:
     assert refused.returncode != 0 and "password authentication failed" in refused.stderr
 
 
-def test_pg_server_start_close_on_port_zero(factory: FakeSessionFactory) -> None:
+def test_pg_server_start_close_on_port_zero(factory: Any) -> None:
     import asyncio
 
     async def scenario() -> tuple[int, tuple[int] | None]:

@@ -139,9 +139,7 @@ class HashAgg(Operator):
 
     def apply(self, chunk: Chunk) -> None:
         signs = pa.array(chunk.signs())
-        batch = pa.RecordBatch.from_arrays(
-            [*chunk.data.columns, signs], names=[*chunk.data.schema.names, "__sign"]
-        )
+        batch = pa.RecordBatch.from_arrays([*chunk.data.columns, signs], names=[*chunk.data.schema.names, "__sign"])
         partial = self._evaluator.query(batch, self._partial_sql)
         self._merge_partial(partial)
         for j, sql in self._extreme_sql.items():
@@ -317,9 +315,7 @@ def _average(total: Any, count: int, output_type: pa.DataType) -> Any:
 def _to_arrow_values(values: list[Any], arrow_type: pa.DataType) -> list[Any]:
     if pa.types.is_decimal(arrow_type):
         quantum = decimal.Decimal(1).scaleb(-arrow_type.scale)
-        return [
-            None if v is None else decimal.Decimal(v).quantize(quantum, context=_AVG_CONTEXT) for v in values
-        ]
+        return [None if v is None else decimal.Decimal(v).quantize(quantum, context=_AVG_CONTEXT) for v in values]
     if pa.types.is_integer(arrow_type):
         return [None if v is None else int(v) for v in values]
     if pa.types.is_floating(arrow_type):

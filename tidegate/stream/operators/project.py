@@ -42,9 +42,7 @@ class Project(Operator):
 
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         if self._passthrough is not None:
-            return pa.RecordBatch.from_arrays(
-                [batch.column(i) for i in self._passthrough], schema=self.schema
-            )
+            return pa.RecordBatch.from_arrays([batch.column(i) for i in self._passthrough], schema=self.schema)
         return conform(self._evaluator.select(batch, self._select_list), self.schema)
 
 
