@@ -59,9 +59,11 @@ def literal(value: Any) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
-def referenced_relations(statement: exp.Expression, database: Database) -> dict[str, Relation]:
-    """Relations a statement reads, by the name the statement uses (CTE names excluded)."""
-    ctes = {cte.alias for cte in statement.find_all(exp.CTE)}
+def referenced_relations(
+    statement: exp.Expression, database: Database, provided: set[str] | None = None
+) -> dict[str, Relation]:
+    """Relations a statement reads, by the name the statement uses (CTE and ``provided`` names excluded)."""
+    ctes = {cte.alias for cte in statement.find_all(exp.CTE)} | (provided or set())
     found: dict[str, Relation] = {}
     for table in statement.find_all(exp.Table):
         name = table.name
@@ -127,6 +129,28 @@ def _declared_types(statement: exp.Expression, database: Database) -> dict[str, 
     return declared
 
 
+SYSTEM_TABLES = ("tidegate_checkpoints",)
+
+
+def system_tables(statement: exp.Expression, database: Database) -> dict[str, pa.Table]:
+    """The system views a query names, built at query time."""
+    names = {t.name for t in statement.find_all(exp.Table)}
+    tables: dict[str, pa.Table] = {}
+    if "tidegate_checkpoints" in names:
+        records = list(database.streaming.coordinator.checkpoints)
+        tables["tidegate_checkpoints"] = pa.table(
+            {
+                "epoch": pa.array([r.epoch for r in records], pa.int64()),
+                "duration_ms": pa.array([r.duration_ms for r in records], pa.float64()),
+                "sync_ms": pa.array([r.sync_ms for r in records], pa.float64()),
+                "align_ms": pa.array([r.align_ms for r in records], pa.float64()),
+                "bytes_uploaded": pa.array([r.bytes_uploaded for r in records], pa.int64()),
+                "sst_count": pa.array([r.sst_count for r in records], pa.int64()),
+            }
+        )
+    return tables
+
+
 def select_arrow(
     database: Database,
     statement: exp.Expression,
@@ -138,7 +162,8 @@ def select_arrow(
 ) -> pa.Table:
     """Run a query; ``latest_tables`` reads tables at their latest acknowledged rows (for DML)."""
     statement = bind_parameters(statement.copy(), params)
-    relations = referenced_relations(statement, database)
+    extra_tables = {**system_tables(statement, database), **(extra_tables or {})}
+    relations = referenced_relations(statement, database, set(extra_tables))
     for table in statement.find_all(exp.Table):
         # Everything lives in one schema: drop "public." / "dev.public." qualifiers.
         table.set("db", None)

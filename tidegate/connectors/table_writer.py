@@ -27,7 +27,10 @@ ROW_ID_COLUMN = "_row_id"
 
 
 class TableWriter:
-    def __init__(self, schema: pa.Schema, pk: list[int], log: Any) -> None:
+    def __init__(
+        self, schema: pa.Schema, pk: list[int], log: Any, base: pa.Table | None = None, start_offset: int = 0
+    ) -> None:
+        """``base``: the table's rows at the last checkpoint, which consumed the log up to ``start_offset``."""
         self.schema = schema
         self.pk = pk
         self.pk_names = [schema.names[i] for i in pk]
@@ -36,12 +39,11 @@ class TableWriter:
         self.has_row_id = ROW_ID_COLUMN in schema.names and self.pk_names == [ROW_ID_COLUMN]
         self._parts: list[pa.Table] = []
         self._next_row_id = 0
-        self._replay()
+        self._replay(base if base is not None else schema.empty_table(), start_offset)
 
-    def _replay(self) -> None:
-        """Rebuild the latest rows from the log (start-up)."""
+    def _replay(self, base: pa.Table, offset: int) -> None:
+        """Rebuild the latest rows: the checkpointed rows plus the log after them (start-up)."""
         deltas: list[pa.Table] = []
-        offset = 0
         while True:
             records = self.log.read(offset, 256)
             if not records:
@@ -49,12 +51,13 @@ class TableWriter:
             for record_offset, chunk in records:
                 deltas.append(_delta(chunk, self.schema))
                 offset = record_offset + 1
-        if deltas:
-            self._parts = [merge_deltas(self.schema.empty_table(), deltas, self.pk_names)]
-            if self.has_row_id:
-                all_ids = pa.concat_tables(deltas).column(ROW_ID_COLUMN)
-                if len(all_ids):
-                    self._next_row_id = int(pa.compute.max(all_ids).as_py()) + 1
+        base = base.cast(self.schema)
+        self._parts = [merge_deltas(base, deltas, self.pk_names)] if (deltas or base.num_rows) else []
+        if self.has_row_id:
+            ids = [base.column(ROW_ID_COLUMN)] + [d.column(ROW_ID_COLUMN) for d in deltas]
+            largest = [pa.compute.max(i).as_py() for i in ids if len(i)]
+            if largest:
+                self._next_row_id = int(max(largest)) + 1
 
     def latest(self) -> pa.Table:
         """Every acknowledged row, with hidden columns."""

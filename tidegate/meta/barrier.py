@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +43,23 @@ class _InFlight:
     barrier: Barrier
     remaining: set[int]
     waiters: list[asyncio.Future[int]]
+    injected_at: float = 0.0
+    collected_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """One committed checkpoint, as ``tidegate_checkpoints`` shows it."""
+
+    epoch: int
+    duration_ms: float  # injection of the barrier to the version commit
+    sync_ms: float  # building and uploading SSTs, and committing the version
+    bytes_uploaded: int
+    sst_count: int
+    align_ms: float  # injection until every actor had passed the barrier
+
+
+CHECKPOINT_HISTORY_MAX = 100
 
 
 class BarrierCoordinator:
@@ -56,6 +75,13 @@ class BarrierCoordinator:
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
         self._stopped = False
         self._failed_actor: int | None = None
+        self._collected: asyncio.Queue[_InFlight] = asyncio.Queue()
+        self._committer: asyncio.Task[None] | None = None
+        # One thread: uploads and version commits happen one checkpoint at a time, in order.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tidegate-checkpoint")
+        self.checkpoints: collections.deque[CheckpointRecord] = collections.deque(maxlen=CHECKPOINT_HISTORY_MAX)
+        # Called with each committed epoch (log truncation, sink delivery).
+        self.on_commit: list[Callable[[int], None]] = []
 
     async def run(self) -> None:
         while not self._stopped:
@@ -88,6 +114,10 @@ class BarrierCoordinator:
         self._commands.put_nowait(command)
         return command.done
 
+    def shutdown_executor(self) -> None:
+        """Wait for an upload or version commit in progress to finish (never abandon one halfway)."""
+        self._executor.shutdown(wait=True)
+
     def stop(self) -> None:
         self._stopped = True
         self._commands.put_nowait(Command())
@@ -99,7 +129,7 @@ class BarrierCoordinator:
         self.sources.update(command.new_sources)
         expected = self.actors | command.new_actors
         waiters = [command.done] if command.done is not None else []
-        self._inflight.append(_InFlight(barrier, set(expected), waiters))
+        self._inflight.append(_InFlight(barrier, set(expected), waiters, injected_at=time.monotonic()))
         self.actors = set(expected)
         if isinstance(command.mutation, StopMutation):
             self.actors -= command.mutation.actors
@@ -136,9 +166,42 @@ class BarrierCoordinator:
     def _complete_ready(self) -> None:
         while self._inflight and not self._inflight[0].remaining:
             done = self._inflight.popleft()
+            done.collected_at = time.monotonic()
+            self._collected.put_nowait(done)
+            if self._committer is None or self._committer.done():
+                self._committer = asyncio.get_running_loop().create_task(self._commit_collected())
+
+    async def _commit_collected(self) -> None:
+        """Sync and commit collected epochs strictly in order, off the stream loop's thread."""
+        loop = asyncio.get_running_loop()
+        while not self._collected.empty():
+            done = self._collected.get_nowait()
             completed = done.barrier.epoch.prev
-            if completed > self.store.max_committed_epoch:
-                self.store.commit_epoch(completed)
+            try:
+                if completed > self.store.max_committed_epoch and done.barrier.is_checkpoint:
+                    started = time.monotonic()
+                    ssts = await loop.run_in_executor(self._executor, self.store.sync, completed)
+                    await loop.run_in_executor(self._executor, self.store.commit_version, completed, ssts)
+                    self.checkpoints.append(
+                        CheckpointRecord(
+                            epoch=completed,
+                            duration_ms=(time.monotonic() - done.injected_at) * 1000,
+                            sync_ms=(time.monotonic() - started) * 1000,
+                            bytes_uploaded=sum(getattr(s, "size_bytes", 0) for s in ssts),
+                            sst_count=len(ssts),
+                            align_ms=(done.collected_at - done.injected_at) * 1000,
+                        )
+                    )
+                    for hook in self.on_commit:
+                        hook(completed)
+                    await loop.run_in_executor(self._executor, self.store.maintain, completed)
+            except Exception as error:  # a checkpoint that cannot complete commits nothing
+                log.exception("checkpoint of epoch %d failed", completed)
+                failure = InternalError(f"checkpoint of epoch {completed} failed: {error}")
+                for waiter in done.waiters:
+                    if not waiter.done():
+                        waiter.set_exception(failure)
+                continue
             for waiter in done.waiters:
                 if not waiter.done():
                     waiter.set_result(completed)

@@ -137,6 +137,10 @@ class Catalog:
         with self._lock:
             return self._by_id[relation_id]
 
+    def get_by_id(self, relation_id: int) -> Relation | None:
+        with self._lock:
+            return self._by_id.get(relation_id)
+
     def relations(self) -> list[Relation]:
         with self._lock:
             return sorted(self._by_id.values(), key=lambda r: r.id)

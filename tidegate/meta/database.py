@@ -26,21 +26,35 @@ from tidegate.errors import InvalidParameterValue
 from tidegate.meta.catalog import Catalog, Relation, RelationKind
 from tidegate.meta.meta_store import SqliteMetaStore
 from tidegate.meta.streaming import StreamingManager, storage_schema
-from tidegate.state.store import MemoryStateStore
+from tidegate.state.durable_store import DurableStateStore
+from tidegate.state.object_store import object_store_from_url
+from tidegate.state.object_store_faults import RetryingObjectStore
 from tidegate.stream.builder import materialized_table_id
 
 log = logging.getLogger(__name__)
 
 SYSTEM_SETTINGS = {"barrier_interval_ms": "1000"}
+# Trim table logs below the committed offsets once every this many checkpoints.
+LOG_TRUNCATE_EVERY_COMMITS = 10
 
 
 class Database:
-    def __init__(self, data_dir: Path | str, *, checked: bool = False, fsync: bool = True) -> None:
-        self.data_dir = Path(data_dir)
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        checked: bool = False,
+        fsync: bool = True,
+        state_store_url: str | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self.meta = SqliteMetaStore(self.data_dir / "meta.db")
-        self.store = MemoryStateStore()
+        url = state_store_url or self.meta.get("setting.state_store_url") or f"fs://{self.data_dir / 'objects'}"
+        self.meta.put("setting.state_store_url", url)
+        self.store = DurableStateStore(RetryingObjectStore(object_store_from_url(url)), self.meta)
+        self.store.recover()
         self.catalog = Catalog(Relation.from_json(r) for r in self.meta.load_relations())
         self.ddl_lock = threading.RLock()
         self.logs: dict[int, TableLog] = {}
@@ -48,19 +62,52 @@ class Database:
         interval = int(self.get_system_setting("barrier_interval_ms"))
         self.streaming = StreamingManager(self.store, interval, checked=checked)
         self._closed = False
+        self._commits = 0
         self._recover()
 
     # ---- start-up -----------------------------------------------------------
     def _recover(self) -> None:
+        """Rebuild every job at the committed checkpoint; sources replay their logs from there."""
         relations = self.catalog.relations()
-        for relation in relations:
-            if relation.kind is RelationKind.TABLE:
-                self._open_table(relation)
+        tables = [r for r in relations if r.kind is RelationKind.TABLE]
+        for relation in tables:
+            schema = storage_schema(relation)
+            self.logs[relation.id] = TableLog(self.data_dir / "tables" / str(relation.id), schema, fsync=self.fsync)
         if relations:
             self.streaming.create_jobs(relations, self.logs, backfill=False)
-            # Replay every acknowledged write before serving reads.
+        epoch = self.store.max_committed_epoch
+        for relation in tables:
+            base = self.store.snapshot(materialized_table_id(relation.id), epoch) if epoch else None
+            offset = self._committed_offset(relation, epoch)
+            self.writers[relation.id] = TableWriter(
+                storage_schema(relation), relation.pk, self.logs[relation.id], base, offset
+            )
+        self.streaming.coordinator.on_commit.append(self._after_commit)
+        if relations:
+            # Replay every acknowledged write past the checkpoint before serving reads.
             self.streaming.flush()
-            log.info("recovered %d relations", len(relations))
+            log.info("recovered %d relations at epoch %d", len(relations), epoch)
+
+    def _committed_offset(self, relation: Relation, epoch: int) -> int:
+        """How far the table's source had read its log at checkpoint ``epoch``."""
+        if not epoch:
+            return 0
+        rows = self.store.snapshot(materialized_table_id(relation.id) | 1, epoch)
+        return int(rows.column("offset")[0].as_py()) if rows.num_rows else 0
+
+    def _after_commit(self, epoch: int) -> None:
+        """Runs on the stream loop after each checkpoint commit: trim logs the checkpoint made redundant."""
+        self._commits += 1
+        if self._commits % LOG_TRUNCATE_EVERY_COMMITS:
+            return
+        for relation_id, table_log in list(self.logs.items()):
+            relation = self.catalog.get_by_id(relation_id)
+            if relation is None:
+                continue
+            try:
+                table_log.truncate_before(self._committed_offset(relation, epoch))
+            except Exception:  # trimming is an optimisation; a failure only keeps old segments
+                log.exception("truncating the log of %s failed", relation.name)
 
     def _open_table(self, relation: Relation) -> None:
         schema = storage_schema(relation)
@@ -140,6 +187,12 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        if self.streaming.coordinator.failure is None and self.catalog.relations():
+            # A last checkpoint, so the next start has nothing to replay.
+            try:
+                self.streaming.flush()
+            except Exception:
+                log.exception("the final checkpoint failed; the next start replays from the previous one")
         self.streaming.close()
         for table_log in self.logs.values():
             table_log.close()

@@ -104,6 +104,7 @@ class StreamingManager:
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(10)
+                self.coordinator.shutdown_executor()
 
     # ---- on the stream loop -----------------------------------------------
     async def _submit(self, command: Command) -> int:

@@ -24,7 +24,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -53,6 +53,15 @@ class StateStore(Protocol):
     def commit_epoch(self, epoch: int) -> None:
         """Every table's writes up to ``epoch`` are complete; batch reads may see them."""
 
+    def sync(self, epoch: int) -> list[Any]:
+        """Make every sealed write up to ``epoch`` durable; returns what to commit (runs off the loop)."""
+
+    def commit_version(self, epoch: int, new_ssts: list[Any]) -> None:
+        """Commit checkpoint ``epoch`` with the objects ``sync`` produced: the single commit point."""
+
+    def maintain(self, epoch: int) -> None:
+        """Background upkeep after a commit (compaction); runs off the stream loop."""
+
     def snapshot(self, table_id: int, epoch: int) -> pa.Table:
         """The table's live rows as of ``epoch`` (sealed writes, committed or not)."""
 
@@ -69,6 +78,7 @@ class StateStore(Protocol):
 class _TableHistory:
     schema: pa.Schema
     pk_names: list[str]
+    pk_indices: list[int]
     base: pa.Table
     base_epoch: int = 0
     deltas: list[tuple[int, pa.Table]] = field(default_factory=list)
@@ -97,7 +107,10 @@ class MemoryStateStore:
                 assert existing.schema.equals(schema), (table_id, existing.schema, schema)
                 return
             self._tables[table_id] = _TableHistory(
-                schema=schema, pk_names=[schema.names[i] for i in pk], base=schema.empty_table()
+                schema=schema,
+                pk_names=[schema.names[i] for i in pk],
+                pk_indices=list(pk),
+                base=schema.empty_table(),
             )
 
     def seal(self, table_id: int, epoch: int, delta: pa.Table) -> None:
@@ -115,6 +128,16 @@ class MemoryStateStore:
             assert epoch >= self._max_committed_epoch, (epoch, self._max_committed_epoch)
             self._max_committed_epoch = epoch
             self._committed.notify_all()
+
+    def sync(self, epoch: int) -> list[Any]:
+        """Nothing to upload: this store keeps everything in memory."""
+        return []
+
+    def commit_version(self, epoch: int, new_ssts: list[Any]) -> None:
+        self.commit_epoch(epoch)
+
+    def maintain(self, epoch: int) -> None:
+        """Nothing to compact on object storage."""
 
     def wait_committed(self, epoch: int, timeout_s: float | None = None) -> bool:
         with self._lock:

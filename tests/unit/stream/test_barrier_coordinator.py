@@ -112,8 +112,9 @@ def test_epochs_commit_strictly_in_order_when_actors_collect_out_of_order() -> N
         assert not (done1.done() or done2.done() or done3.done())
 
         h.coordinator.collect(2, b1)
+        # Commits run off the loop (sync, then the version commit), one epoch at a time, in order.
+        assert [await asyncio.wait_for(d, 2) for d in (done1, done2, done3)] == h.store.commits
         assert h.store.commits == [b1.epoch.prev, b2.epoch.prev, b3.epoch.prev]
-        assert [await d for d in (done1, done2, done3)] == h.store.commits
         assert h.store.max_committed_epoch == b3.epoch.prev
 
     with_coordinator(test)

@@ -123,6 +123,8 @@ class HashAgg(Operator):
                 if len(message):
                     self.apply(message)
             elif isinstance(message, Barrier):
+                if first and self.state is not None and message.epoch.prev:
+                    self._restore(message.epoch.prev)
                 if first and not self.group_keys:
                     # The single group of a global aggregate exists from the start.
                     self._groups.setdefault((), _Group(self.calls))
@@ -190,6 +192,18 @@ class HashAgg(Operator):
                 counts[value] = remaining
             else:
                 counts.pop(value, None)
+
+    def _restore(self, epoch: int) -> None:
+        """Reload every group's state as committed at ``epoch`` (recovery)."""
+        assert self.state is not None
+        rows = self.state.snapshot(epoch)
+        for encoded_key, encoded in zip(rows.column(0).to_pylist(), rows.column(1).to_pylist()):
+            key = pickle.loads(encoded_key)
+            group = _Group(self.calls)
+            group.rows, group.accumulators = pickle.loads(encoded)
+            group.emitted = (*key, *self._values(group))
+            self._groups[key] = group
+            self._written[key] = encoded
 
     # ---- the barrier ------------------------------------------------------
     def flush(self) -> Chunk | None:
