@@ -307,7 +307,7 @@ def run_embedded(rows: int, args: argparse.Namespace) -> dict[str, Any]:
     generate_seconds = time.perf_counter() - start
     profiler = None
     with tempfile.TemporaryDirectory(prefix="tidegate-bench-b-") as data_dir:
-        db = tidegate.connect(Path(data_dir) / "db", fsync=True)
+        db = tidegate.connect(Path(data_dir) / "db", fsync=True, state_store_url=args.state_store)
         try:
             if args.barrier_interval_ms != 1000:
                 db.execute(f"SET barrier_interval_ms = {int(args.barrier_interval_ms)}")
@@ -368,6 +368,7 @@ def run_embedded_worker(rows: int, args: argparse.Namespace) -> dict[str, Any]:
         sys.executable, str(Path(__file__).resolve()), "--worker", "b",
         "--rows", str(rows), "--categories", str(args.categories), "--seed", str(args.seed),
         "--barrier-interval-ms", str(args.barrier_interval_ms),
+        *(["--state-store", args.state_store] if args.state_store else []),
     ]  # fmt: skip
     if args.profile:
         command.append("--profile")
@@ -404,6 +405,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile", action="store_true", help="pyinstrument path (b)'s load+FLUSH (main thread) into bench/results/"
     )
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/revenue-*.json")
+    parser.add_argument(
+        "--state-store",
+        default=None,
+        help="path (b) checkpoints state to this object store ('fs' = DATA_DIR/objects); default: in memory",
+    )
     parser.add_argument("--worker", choices=["b"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rows < 1 or args.categories < 1 or args.repeat < 1:
@@ -506,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "chunk_rows": CHUNK_ROWS,
             "barrier_interval_ms": args.barrier_interval_ms,
+            "state_store": args.state_store,
             "paths": paths,
             "repeat": args.repeat,
             "fsync": True,

@@ -45,9 +45,9 @@ async def _serve(database: Database, host: str, port: int, banner: str) -> None:
     serving.cancel()
 
 
-def _run(data_dir: Path, host: str, port: int, banner: str) -> int:
+def _run(data_dir: Path, host: str, port: int, banner: str, state_store: str | None = None) -> int:
     try:
-        database = Database(data_dir)
+        database = Database(data_dir, state_store_url=state_store)
     except Exception as error:
         print(f"tidegate: cannot open data dir {data_dir}: {error}", file=sys.stderr)
         return 1
@@ -88,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("start", help="run the persistent server on a data directory")
     start.add_argument("--data-dir", type=Path, required=True)
     start.add_argument("--listen", type=_parse_listen, default=_parse_listen(DEFAULT_LISTEN))
+    start.add_argument(
+        "--state-store",
+        metavar="URL",
+        help="checkpoint state to object storage: 'fs' (DATA_DIR/objects), fs:///dir, or "
+        "s3://bucket/prefix?endpoint=...&access_key_id=...&secret_access_key=...; kept for the data dir",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = args.listen
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="tidegate-playground-") as data_dir:
             return _run(Path(data_dir), host, port, PLAYGROUND_BANNER)
     data_dir = args.data_dir.resolve()
-    return _run(data_dir, host, port, START_BANNER.format(data_dir=data_dir))
+    return _run(data_dir, host, port, START_BANNER.format(data_dir=data_dir), args.state_store)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,18 @@ def free_port() -> int:
 
 def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tidegate.cli", "start", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+        [
+            sys.executable,
+            "-m",
+            "tidegate.cli",
+            "start",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--state-store",
+            "fs",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -47,9 +58,10 @@ def connect(port: int, process: subprocess.Popen[bytes], timeout_s: float = 60) 
     while True:
         try:
             return psycopg.connect(f"host=127.0.0.1 port={port} user=root dbname=dev", autocommit=True)
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as error:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
+                output = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"server exited: {output}") from error
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
@@ -137,7 +149,9 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
         with connect(port, process) as conn:
             conn.execute("SET barrier_interval_ms = 50")
             conn.execute("CREATE TABLE t (k INT PRIMARY KEY, v INT)")
-            conn.execute("CREATE MATERIALIZED VIEW totals AS SELECT count(*) AS n, sum(v) AS total, min(v) AS lo FROM t")
+            conn.execute(
+                "CREATE MATERIALIZED VIEW totals AS SELECT count(*) AS n, sum(v) AS total, min(v) AS lo FROM t"
+            )
             conn.execute(
                 "CREATE MATERIALIZED VIEW by_group AS SELECT v % 3 AS g, count(*) AS n, sum(v) AS s, max(v) AS hi "
                 "FROM t GROUP BY v % 3"
@@ -147,8 +161,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
         for kill in range(KILLS):
             stop = threading.Event()
             writers = [
-                threading.Thread(target=writer, args=(port, truth, random.Random(rng.random()), stop))
-                for _ in range(1)
+                threading.Thread(target=writer, args=(port, truth, random.Random(rng.random()), stop)) for _ in range(1)
             ]
             for thread in writers:
                 thread.start()

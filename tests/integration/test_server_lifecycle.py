@@ -26,10 +26,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(data_dir: Path) -> Iterator[int]:
+def server(data_dir: Path, *options: str) -> Iterator[int]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tidegate.cli", "start", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+        [
+            sys.executable,
+            "-m",
+            "tidegate.cli",
+            "start",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+            *options,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -60,8 +70,9 @@ def connect(port: int) -> psycopg.Connection:
     return psycopg.connect(f"host=127.0.0.1 port={port} user=root dbname=dev", autocommit=True)
 
 
-def test_restart_keeps_tables_views_and_rows(tmp_path: Path) -> None:
-    with server(tmp_path) as port, connect(port) as conn:
+@pytest.mark.parametrize("options", [(), ("--state-store", "fs")], ids=["log-replay", "checkpoints"])
+def test_restart_keeps_tables_views_and_rows(tmp_path: Path, options: tuple[str, ...]) -> None:
+    with server(tmp_path, *options) as port, connect(port) as conn:
         conn.execute("CREATE TABLE orders (order_id INT PRIMARY KEY, category VARCHAR, amount DECIMAL(10,2))")
         conn.execute(
             "CREATE MATERIALIZED VIEW revenue AS SELECT category, COUNT(*) AS n, SUM(amount) AS total "
@@ -78,6 +89,7 @@ def test_restart_keeps_tables_views_and_rows(tmp_path: Path) -> None:
         conn.execute("FLUSH")
         before = conn.execute("SELECT * FROM revenue ORDER BY category").fetchall()
         busy_before = conn.execute("SELECT * FROM busy ORDER BY category").fetchall()
+    # Started again without the option: the data dir keeps the state store it was created with.
     with server(tmp_path) as port, connect(port) as conn:
         assert conn.execute("SELECT * FROM revenue ORDER BY category").fetchall() == before
         assert conn.execute("SELECT * FROM busy ORDER BY category").fetchall() == busy_before

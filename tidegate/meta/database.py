@@ -29,6 +29,7 @@ from tidegate.meta.streaming import StreamingManager, storage_schema
 from tidegate.state.durable_store import DurableStateStore
 from tidegate.state.object_store import object_store_from_url
 from tidegate.state.object_store_faults import RetryingObjectStore
+from tidegate.state.store import MemoryStateStore
 from tidegate.stream.builder import materialized_table_id
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,7 @@ class Database:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self.meta = SqliteMetaStore(self.data_dir / "meta.db")
-        url = state_store_url or self.meta.get("setting.state_store_url") or f"fs://{self.data_dir / 'objects'}"
-        self.meta.put("setting.state_store_url", url)
-        self.store = DurableStateStore(RetryingObjectStore(object_store_from_url(url)), self.meta)
-        self.store.recover()
+        self.store = self._open_state_store(state_store_url)
         self.catalog = Catalog(Relation.from_json(r) for r in self.meta.load_relations())
         self.ddl_lock = threading.RLock()
         self.logs: dict[int, TableLog] = {}
@@ -66,6 +64,26 @@ class Database:
         self._recover()
 
     # ---- start-up -----------------------------------------------------------
+    def _open_state_store(self, url: str | None) -> MemoryStateStore:
+        """The state store this data dir uses; the choice is kept, since switching would lose state.
+
+        Without a state store URL, state lives in memory and a start replays the table logs
+        from the beginning (the logs are never trimmed). With one, checkpoints go to object
+        storage and a start resumes from the last one.
+        """
+        saved = self.meta.get("setting.state_store_url")
+        if url == "fs":
+            url = f"fs://{self.data_dir / 'objects'}"
+        if url and saved and url != saved:
+            raise InvalidParameterValue(f"this data dir keeps its state in {saved}; it cannot be switched to {url}")
+        url = url or saved
+        if not url:
+            return MemoryStateStore()
+        self.meta.put("setting.state_store_url", url)
+        store = DurableStateStore(RetryingObjectStore(object_store_from_url(url)), self.meta)
+        store.recover()
+        return store
+
     def _recover(self) -> None:
         """Rebuild every job at the committed checkpoint; sources replay their logs from there."""
         relations = self.catalog.relations()
@@ -82,7 +100,8 @@ class Database:
             self.writers[relation.id] = TableWriter(
                 storage_schema(relation), relation.pk, self.logs[relation.id], base, offset
             )
-        self.streaming.coordinator.on_commit.append(self._after_commit)
+        if isinstance(self.store, DurableStateStore):
+            self.streaming.coordinator.on_commit.append(self._after_commit)
         if relations:
             # Replay every acknowledged write past the checkpoint before serving reads.
             self.streaming.flush()

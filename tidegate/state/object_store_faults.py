@@ -275,9 +275,7 @@ class FaultyObjectStore(ObjectStore):
                 fires = True
             else:
                 # Draw only for points in the random set, so that switching others does not shift the sequence.
-                fires = (
-                    self.probability > 0.0 and point in self.random_points and self._rng.random() < self.probability
-                )
+                fires = self.probability > 0.0 and point in self.random_points and self._rng.random() < self.probability
             if fires:
                 self.injected.append((point, path))
             return fires

@@ -57,9 +57,7 @@ _PERMANENT_KINDS = frozenset(
 )
 # OpenDAL's exception classes do not share a base class: gather them, so that other exceptions (bugs) propagate.
 _OPENDAL_ERRORS: tuple[type[BaseException], ...] = tuple(
-    value
-    for value in vars(opendal.exceptions).values()
-    if isinstance(value, type) and issubclass(value, Exception)
+    value for value in vars(opendal.exceptions).values() if isinstance(value, type) and issubclass(value, Exception)
 )
 _S3_DEFAULTS = {"region": "us-east-1", "disable_config_load": "true", "disable_ec2_metadata": "true"}
 # Options never shown in repr or messages.

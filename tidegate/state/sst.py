@@ -335,42 +335,42 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
 _TABLE = _fmix64(np.arange(_TABLE_POSITIONS * 256, dtype=np.uint64) ^ _SEED)
 
 
+_MASK64 = (1 << 64) - 1
+
+
 def key_hashes(keys: pa.Array) -> np.ndarray:
     """A 64-bit hash per key, part of the format (it must never change for a format version).
 
-    Tabulation hashing: each (position, byte) pair maps to a pseudo-random word
-    ``fmix64((position << 8 | byte) ^ seed)``, the words of a key are XORed, and
-    the key length is mixed in last. The words of the first positions come from
-    a precomputed table; a prefix XOR over all bytes gives every key's XOR at
-    once, so no per-row Python runs.
+    The key's bytes, zero-padded to whole 64-bit little-endian words, are folded word by
+    word through MurmurHash3's finalizer, and the key length is mixed in last. Keys are
+    hashed in groups of equal length, so each group is one (rows x words) matrix and no
+    per-row Python runs.
     """
     n = len(keys)
     if n == 0:
         return np.zeros(0, np.uint64)
-    matrix = _fixed_width_matrix(keys)
-    if matrix is not None and matrix.shape[1] <= _TABLE_POSITIONS:
-        width = matrix.shape[1]
-        cells = (np.arange(width, dtype=np.uint16) << np.uint16(8))[None, :] | matrix
-        xored = np.bitwise_xor.reduce(_TABLE[cells], axis=1)
-        lengths = np.full(n, width, np.uint64)
-    else:
-        dtype = np.int64 if pa.types.is_large_binary(keys.type) else np.int32
-        offsets = np.frombuffer(keys.buffers()[1], dtype, keys.offset + n + 1)[keys.offset :].astype(np.int64)
-        data_buffer = keys.buffers()[2]
-        data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-        content = data[offsets[0] : offsets[-1]]
-        relative = offsets - offsets[0]
-        lengths = np.diff(offsets).astype(np.uint64)
-        positions = np.arange(len(content), dtype=np.int64) - np.repeat(relative[:-1], np.diff(offsets))
-        cells = (positions.astype(np.uint64) << _S8) | content
-        near = positions < _TABLE_POSITIONS
-        words = np.empty(len(content), np.uint64)
-        words[near] = _TABLE[cells[near]]
-        words[~near] = _fmix64(cells[~near] ^ _SEED)
-        prefix = np.zeros(len(content) + 1, np.uint64)
-        np.bitwise_xor.accumulate(words, out=prefix[1:])
-        xored = prefix[relative[1:]] ^ prefix[relative[:-1]]
-    return _fmix64(xored ^ (lengths * _M2))
+    dtype = np.int64 if pa.types.is_large_binary(keys.type) else np.int32
+    offsets = np.frombuffer(keys.buffers()[1], dtype, keys.offset + n + 1)[keys.offset :].astype(np.int64)
+    data_buffer = keys.buffers()[2]
+    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    out = np.empty(n, np.uint64)
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        width = int(-(-int(length) // 8) * 8)
+        matrix = np.zeros((len(rows), max(width, 8)), np.uint8)
+        if length and len(rows) == n:
+            # Every key has this length: the data buffer already is the (rows x length) matrix.
+            matrix[:, : int(length)] = data[offsets[0] : offsets[-1]].reshape(n, int(length))
+        elif length:
+            columns = offsets[rows][:, None] + np.arange(int(length))[None, :]
+            matrix[:, : int(length)] = data[columns]
+        words = matrix.view("<u8")
+        h = np.full(len(rows), _SEED, np.uint64)
+        for j in range(words.shape[1]):
+            h = _fmix64(h ^ words[:, j] ^ np.uint64(((j + 1) * int(_M1)) & _MASK64))
+        out[rows] = _fmix64(h ^ np.uint64((int(length) * int(_M2)) & _MASK64))
+    return out
 
 
 def _bloom_positions(hashes: np.ndarray, bit_count: int, hash_count: int) -> np.ndarray:
