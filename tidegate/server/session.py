@@ -58,6 +58,10 @@ SESSION_DEFAULTS = {
     "idle_in_transaction_session_timeout": "0",
     "max_identifier_length": "63",
 }
+SETTING_DESCRIPTIONS = {
+    "barrier_interval_ms": "Milliseconds between barriers (system-wide, kept across restarts).",
+    "implicit_flush": "A SELECT after this session's own writes first waits for them to be committed.",
+}
 READ_ONLY_SETTINGS = {
     "server_version",
     "server_version_num",
@@ -224,8 +228,12 @@ class Session:
             rows = [(r.name,) for r in self.catalog.relations() if r.kind is kind]
             return QueryResult(f"SHOW {len(rows)}", [Column("Name", TEXT)], sorted(rows))
         if name == "all":
-            pairs = [(k, self.get_setting(k)) for k in sorted({*self.settings, *SYSTEM_SETTINGS})]
-            return QueryResult(f"SHOW {len(pairs)}", [Column("name", TEXT), Column("setting", TEXT)], list(pairs))
+            rows = [
+                (k, self.get_setting(k), SETTING_DESCRIPTIONS.get(k, ""))
+                for k in sorted({*self.settings, *SYSTEM_SETTINGS})
+            ]
+            columns = [Column("name", TEXT), Column("setting", TEXT), Column("description", TEXT)]
+            return QueryResult(f"SHOW {len(rows)}", columns, list(rows))
         key = _SETTING_ALIASES.get(name, name)
         return QueryResult("SHOW", [Column(key, TEXT)], [(self.get_setting(key),)])
 
