@@ -373,7 +373,8 @@ def key_hashes(keys: pa.Array) -> np.ndarray:
     data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
     lengths = np.diff(offsets)
     out = np.empty(n, np.uint64)
-    for length in np.unique(lengths):
+    distinct_lengths = [lengths[0]] if lengths.min() == lengths.max() else np.unique(lengths)
+    for length in distinct_lengths:
         rows = np.flatnonzero(lengths == length)
         width = int(-(-int(length) // 8) * 8)
         matrix = np.zeros((len(rows), max(width, 8)), np.uint8)
@@ -409,7 +410,14 @@ def _build_bloom(distinct_keys: pa.Array) -> bytes:
     bit_count = max(64, -(-len(distinct_keys) * BLOOM_BITS_PER_KEY // 64) * 64)
     bits = np.zeros(bit_count, bool)
     if len(distinct_keys):
-        bits[_bloom_positions(key_hashes(distinct_keys), bit_count, BLOOM_HASH_COUNT).ravel()] = True
+        # The same positions as _bloom_positions, one probe at a time: no (n x k) temporaries.
+        h1 = key_hashes(distinct_keys)
+        h2 = _fmix64(h1 ^ _SEED) | np.uint64(1)
+        probe = h1.copy()
+        scale = np.uint64(bit_count)
+        for _ in range(BLOOM_HASH_COUNT):
+            bits[((probe >> _S32) * scale) >> _S32] = True
+            probe += h2
     header = _BLOOM_HEADER.pack(BLOOM_HASH_COUNT, 0, bit_count)
     return header + np.packbits(bits, bitorder="little").tobytes()
 
