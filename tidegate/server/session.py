@@ -228,12 +228,12 @@ class Session:
             rows = [(r.name,) for r in self.catalog.relations() if r.kind is kind]
             return QueryResult(f"SHOW {len(rows)}", [Column("Name", TEXT)], sorted(rows))
         if name == "all":
-            rows = [
+            settings: list[tuple[Any, ...]] = [
                 (k, self.get_setting(k), SETTING_DESCRIPTIONS.get(k, ""))
                 for k in sorted({*self.settings, *SYSTEM_SETTINGS})
             ]
             columns = [Column("name", TEXT), Column("setting", TEXT), Column("description", TEXT)]
-            return QueryResult(f"SHOW {len(rows)}", columns, list(rows))
+            return QueryResult(f"SHOW {len(settings)}", columns, settings)
         key = _SETTING_ALIASES.get(name, name)
         return QueryResult("SHOW", [Column(key, TEXT)], [(self.get_setting(key),)])
 
