@@ -48,9 +48,15 @@ def context(store: MemoryStateStore, backfill: bool = False) -> BuildContext:
 
 def drive(root: Operator, ctx: BuildContext, messages: list[Message]) -> list[Message]:
     async def go() -> list[Message]:
-        for message in messages:
-            await ctx.inputs[UPSTREAM].send(message)
-        return [m async for m in root.execute()]
+        async def feed() -> None:
+            # Channels are bounded: feed while the chain consumes.
+            for message in messages:
+                await ctx.inputs[UPSTREAM].send(message)
+
+        feeding = asyncio.create_task(feed())
+        output = [m async for m in root.execute()]
+        await feeding
+        return output
 
     return asyncio.run(go())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pyarrow as pa
@@ -23,5 +24,8 @@ class Receiver(Operator):
         while True:
             message = await self.channel.recv()
             yield message
+            # A full channel never suspends recv(): yield so the other actors and the
+            # barrier coordinator get their turn.
+            await asyncio.sleep(0)
             if isinstance(message, Barrier) and message.stops(self.actor_id):
                 return

@@ -77,8 +77,16 @@ class TableSource(Operator):
                 continue
             records = self.log.read(self.offset, READ_BATCH_RECORDS)
             if records:
-                for chunk in self._advance(records):
-                    yield chunk
+                for record in records:
+                    if not self.barriers.empty():
+                        # A barrier waits for nothing read after its injection: the rest of
+                        # this batch is read again after it.
+                        break
+                    for chunk in self._advance([record]):
+                        yield chunk
+                # Hand the loop back: with a backlog nothing else here would suspend, and the
+                # barrier coordinator could not inject until the whole backlog was read.
+                await asyncio.sleep(0)
                 continue
             self._wakeup.clear()
             if self.log.end_offset() > self.offset:
