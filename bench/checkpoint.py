@@ -63,8 +63,8 @@ import revenue
 CHUNK_ROWS = revenue.CHUNK_ROWS
 RESULT_MARKER = "@@CHECKPOINT_RESULT@@ "
 PROGRESS_MARKER = "@@PROGRESS@@ "
-TARGET_OVERHEAD_PCT = 5.0  # from the issue: checkpoint overhead within 5 %
-TARGET_RECOVERY_S = 2.0  # from the issue: recovery of 100 MB of state within 2 s
+TARGET_OVERHEAD_PCT = 5.0  # target: checkpoint overhead within 5 %
+TARGET_RECOVERY_S = 2.0  # target: recovery of 100 MB of state within 2 s
 STORES = {"memory": None, "checkpoint": "fs"}
 LARGE_RECOVERY_ROWS = 20_000_000  # ~1 GB of Arrow in the revenue table
 

@@ -72,7 +72,7 @@ REFERENCE_QUERY = (
 )
 
 CHUNK_ROWS = 65536
-TARGETS = {"a": 500_000, "b": 2_000_000}  # rows/s, from the issue
+TARGETS = {"a": 500_000, "b": 2_000_000}  # rows/s: the project's targets for this workload
 PATH_LABELS = {"a": "(a) COPY over pgwire", "b": "(b) embedded writer", "duckdb": "DuckDB batch (reference)"}
 BASE_TIME_US = 1_775_001_600_000_000  # 2026-04-01 00:00:00 UTC, in µs
 STEP_US = 1000  # one order per millisecond, plus jitter below STEP_US: strictly increasing
