@@ -14,43 +14,21 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from tidegate_process import free_port, start_server
 
 KILLS = int(os.environ.get("TIDEGATE_CHAOS_KILLS", "6"))
 SEED = int(os.environ.get("TIDEGATE_CHAOS_SEED", str(random.SystemRandom().randrange(1 << 30))))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tidegate.cli",
-            "start",
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--state-store",
-            "fs",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return start_server(data_dir, port, "--state-store", "fs")
 
 
 def connect(port: int, process: subprocess.Popen[bytes], timeout_s: float = 60) -> psycopg.Connection:

@@ -6,7 +6,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,35 +14,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from tidegate_process import free_port, start_server
 
 import tidegate
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def server(data_dir: Path, *options: str) -> Iterator[int]:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tidegate.cli",
-            "start",
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            f"127.0.0.1:{port}",
-            *options,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_server(data_dir, port, *options)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -52,7 +31,7 @@ def server(data_dir: Path, *options: str) -> Iterator[int]:
                     break
             except psycopg.OperationalError as error:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read() if process.stdout else ""
+                    output = process.stderr.read().decode() if process.stderr else ""
                     raise RuntimeError(f"server did not start: {output}") from error
                 time.sleep(0.1)
         yield port
