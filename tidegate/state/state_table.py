@@ -9,8 +9,10 @@ operator's own uncommitted writes (``latest``) or a sealed epoch (``snapshot``).
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tidegate.common.chunk import OP_TYPE, Chunk
+from tidegate.common.keys import encode_keys
 from tidegate.state.store import OP_COLUMN, StateStore, merge_deltas
 
 
@@ -56,6 +58,16 @@ class StateTable:
             return committed
         pending = pa.Table.from_batches(self._memtable, schema=self._delta_schema)
         return merge_deltas(committed, [pending], self.pk_names)
+
+    def get_rows(self, keys: pa.Table) -> pa.Table:
+        """Live rows (own uncommitted writes included) whose primary key is a row of ``keys``."""
+        found = self.store.get_rows(self.table_id, keys, self._last_committed_epoch)
+        if not self._memtable:
+            return found
+        pending = pa.Table.from_batches(self._memtable, schema=self._delta_schema)
+        wanted = encode_keys(keys, list(range(keys.num_columns)))
+        pending = pending.filter(pc.is_in(encode_keys(pending, [i + 1 for i in self.pk]), wanted))
+        return merge_deltas(found, [pending], self.pk_names) if pending.num_rows else found
 
     @property
     def has_pending_writes(self) -> bool:

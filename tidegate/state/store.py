@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tidegate.common.chunk import Op
+from tidegate.common.keys import encode_keys
 from tidegate.errors import InternalError
 
 OP_COLUMN = "__op"
@@ -64,6 +65,13 @@ class StateStore(Protocol):
 
     def snapshot(self, table_id: int, epoch: int) -> pa.Table:
         """The table's live rows as of ``epoch`` (sealed writes, committed or not)."""
+
+    def get_rows(self, table_id: int, keys: pa.Table, epoch: int) -> pa.Table:
+        """The live rows as of ``epoch`` whose primary key equals a row of ``keys`` (pk columns, in pk order).
+
+        Point lookups for operator caches that evicted entries: cost grows with the
+        number of keys asked for, not with the table's size, in stores that index by key.
+        """
 
     def pin(self, epoch: int) -> contextlib.AbstractContextManager[None]:
         """Keep ``epoch`` readable (not compacted away) inside the ``with`` block."""
@@ -180,6 +188,22 @@ class MemoryStateStore:
         merged = merge_deltas(base, deltas, history.pk_names)
         self._maybe_compact(table_id, epoch, merged, len(deltas))
         return merged
+
+    def get_rows(self, table_id: int, keys: pa.Table, epoch: int) -> pa.Table:
+        with self._lock:
+            history = self._history(table_id)
+            if epoch < history.base_epoch:
+                raise InternalError(
+                    f"state table {table_id}: epoch {epoch} was compacted away (base {history.base_epoch})"
+                )
+            deltas = [d for e, d in history.deltas if e <= epoch]
+            base = history.base
+        pk = history.pk_indices
+        wanted = encode_keys(keys, list(range(keys.num_columns)))
+        base = base.filter(pc.is_in(encode_keys(base, pk), wanted))
+        shifted = [i + 1 for i in pk]  # deltas lead with the __op column
+        deltas = [d.filter(pc.is_in(encode_keys(d, shifted), wanted)) for d in deltas]
+        return merge_deltas(base, [d for d in deltas if d.num_rows], history.pk_names)
 
     def drop_table(self, table_id: int) -> None:
         with self._lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -77,3 +79,16 @@ def test_an_empty_chunk_is_not_a_pending_write() -> None:
     table = StateTable(MemoryStateStore(), TABLE, SCHEMA, [0])
     table.write(Chunk.inserts(SCHEMA.empty_table()))
     assert not table.has_pending_writes
+
+
+def test_get_rows_finds_live_rows_by_key_including_own_pending_writes() -> None:
+    store = MemoryStateStore()
+    table = StateTable(store, TABLE, SCHEMA, [0])
+    table.write(chunk([Op.INSERT] * 3, [(1, Decimal(1)), (2, Decimal(2)), (3, Decimal(3))]))
+    table.commit(5)
+    table.write(chunk([Op.DELETE, Op.INSERT], [(2, Decimal(2)), (4, Decimal(4))]))
+
+    keys = pa.table({"id": [1, 2, 4, 9]})
+    assert rows_of(table.get_rows(keys)) == [(1, Decimal(1)), (4, Decimal(4))]
+    # The store answers for sealed epochs only: the pending delete and insert are not there.
+    assert [r["id"] for r in store.get_rows(TABLE, keys, 5).to_pylist()] == [1, 2]
