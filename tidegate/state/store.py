@@ -81,6 +81,9 @@ class StateStore(Protocol):
 
     def drop_table(self, table_id: int) -> None: ...
 
+    def reset_to_committed(self) -> int:
+        """Forget every sealed write after ``max_committed_epoch`` (recovery at run time); returns that epoch."""
+
 
 @dataclass
 class _TableHistory:
@@ -208,6 +211,14 @@ class MemoryStateStore:
     def drop_table(self, table_id: int) -> None:
         with self._lock:
             self._tables.pop(table_id, None)
+
+    def reset_to_committed(self) -> int:
+        with self._lock:
+            committed = self._max_committed_epoch
+            for history in self._tables.values():
+                history.deltas = [(e, d) for e, d in history.deltas if e <= committed]
+                history.last_sealed_epoch = min(history.last_sealed_epoch, committed)
+            return committed
 
     def table_ids(self) -> list[int]:
         with self._lock:

@@ -53,6 +53,8 @@ class BuildContext:
     relation_schemas: dict[int, pa.Schema]
     backfill: bool
     checked: bool = False
+    # Memory each stateful operator may keep for its cache (None: unbounded, everything stays in memory).
+    operator_cache_bytes: int | None = None
     # Filled by the builder: the channel each scanned relation must feed.
     inputs: dict[int, Channel] = field(default_factory=dict)
     _next_state_table: int = 1

@@ -211,3 +211,19 @@ def test_commit_epoch_advances_max_committed_epoch_and_wakes_waiters() -> None:
     store.commit_epoch(10)
     assert store.max_committed_epoch == 10
     assert store.wait_committed(10, timeout_s=0)
+
+
+def test_reset_to_committed_forgets_sealed_but_uncommitted_epochs() -> None:
+    store = MemoryStateStore()
+    schema = pa.schema([("k", pa.int64())])
+    store.register_table(1, schema, [0])
+    insert = pa.table({"__op": pa.array([0], pa.int8()), "k": [1]})
+    store.seal(1, 10, insert)
+    store.commit_epoch(10)
+    store.seal(1, 20, pa.table({"__op": pa.array([0], pa.int8()), "k": [2]}))
+
+    assert store.reset_to_committed() == 10
+    assert store.snapshot(1, 20).column("k").to_pylist() == [1]
+    # The forgotten epoch can be sealed again, as replay after recovery does.
+    store.seal(1, 20, pa.table({"__op": pa.array([0], pa.int8()), "k": [3]}))
+    assert sorted(store.snapshot(1, 20).column("k").to_pylist()) == [1, 3]
