@@ -172,3 +172,11 @@ class ProtocolViolation(TidegateError):
 
 class InternalError(TidegateError):
     """A bug or an engine failure; the message names what failed."""
+
+
+class JobFailed(TidegateError):
+    """A view whose streaming job failed repeatedly and was stopped: its rows are no longer current."""
+
+
+class DiskFull(TidegateError):
+    """A write refused because the disk is full; nothing acknowledged before it is lost."""

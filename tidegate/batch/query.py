@@ -22,9 +22,10 @@ from tidegate.common.duck import connect, translate_error
 from tidegate.common.result import Column, QueryResult
 from tidegate.common.sqltext import name_select_items, position_of, to_duckdb
 from tidegate.common.types import SqlType, from_arrow
-from tidegate.errors import UndefinedRelation
+from tidegate.errors import JobFailed, UndefinedRelation
 from tidegate.meta.catalog import Relation, RelationKind
 from tidegate.meta.database import Database
+from tidegate.meta.runtime import MAX_FAILURES
 
 
 def bind_parameters(statement: exp.Expression, params: Sequence[Any] | None) -> exp.Expression:
@@ -129,7 +130,7 @@ def _declared_types(statement: exp.Expression, database: Database) -> dict[str, 
     return declared
 
 
-SYSTEM_TABLES = ("tidegate_checkpoints",)
+SYSTEM_TABLES = ("tidegate_checkpoints", "tidegate_jobs")
 
 
 def system_tables(statement: exp.Expression, database: Database) -> dict[str, pa.Table]:
@@ -148,7 +149,28 @@ def system_tables(statement: exp.Expression, database: Database) -> dict[str, pa
                 "sst_count": pa.array([r.sst_count for r in records], pa.int64()),
             }
         )
+    if "tidegate_jobs" in names:
+        tables["tidegate_jobs"] = _jobs_table(database)
     return tables
+
+
+def _jobs_table(database: Database) -> pa.Table:
+    """One row per table and view: whether its streaming job runs, and the error that stopped it."""
+    runtime = database.streaming.runtime
+    rows = []
+    for relation in database.catalog.relations():
+        failure = runtime.relation_failure(relation.id)
+        rows.append(
+            {
+                "name": relation.name,
+                "kind": relation.kind.value,
+                "status": "failed" if failure else "running",
+                "error": failure.error if failure else None,
+            }
+        )
+    rows.sort(key=lambda r: str(r["name"]))
+    schema = pa.schema([("name", pa.string()), ("kind", pa.string()), ("status", pa.string()), ("error", pa.string())])
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def select_arrow(
@@ -174,6 +196,13 @@ def select_arrow(
             for name, relation in relations.items():
                 if extra_tables and name in extra_tables:
                     continue
+                failure = database.streaming.failure_of(relation.id)
+                if failure is not None:
+                    raise JobFailed(
+                        f'{relation.kind.value} "{relation.name}" stopped updating: its streaming job failed '
+                        f"{MAX_FAILURES} times in a row: {failure.error}",
+                        hint="Fix the input that makes it fail, then DROP and CREATE it again, or restart tidegate.",
+                    )
                 if latest_tables and relation.kind is RelationKind.TABLE:
                     rows = database.writer(relation).latest()
                 else:

@@ -648,6 +648,11 @@ class TableLog:
         with self._lock:
             self._listeners.append(callback)
 
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
     # -- housekeeping ------------------------------------------------------------
 
     def truncate_before(self, offset: int) -> None:

@@ -27,6 +27,10 @@ from tidegate.stream.messages import Barrier, BarrierKind, Mutation, StopMutatio
 log = logging.getLogger(__name__)
 
 
+class StreamingFailure(InternalError):
+    """A barrier could not complete because an actor failed (the runtime recovers)."""
+
+
 @dataclass
 class Command:
     """A change injected with the next barrier; ``done`` resolves with the epoch it completed."""
@@ -63,7 +67,13 @@ CHECKPOINT_HISTORY_MAX = 100
 
 
 class BarrierCoordinator:
-    def __init__(self, store: StateStore, epochs: EpochGenerator, barrier_interval_ms: int) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        epochs: EpochGenerator,
+        barrier_interval_ms: int,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
         self.store = store
         self.epochs = epochs
         self.barrier_interval_ms = barrier_interval_ms
@@ -78,10 +88,12 @@ class BarrierCoordinator:
         self._collected: asyncio.Queue[_InFlight] = asyncio.Queue()
         self._committer: asyncio.Task[None] | None = None
         # One thread: uploads and version commits happen one checkpoint at a time, in order.
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tidegate-checkpoint")
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tidegate-checkpoint")
         self.checkpoints: collections.deque[CheckpointRecord] = collections.deque(maxlen=CHECKPOINT_HISTORY_MAX)
         # Called with each committed epoch (log truncation, sink delivery).
         self.on_commit: list[Callable[[int], None]] = []
+        # Called on the stream loop when an actor fails (the runtime recovers).
+        self.on_failure: Callable[[int, BaseException], None] | None = None
 
     async def run(self) -> None:
         while not self._stopped:
@@ -122,6 +134,24 @@ class BarrierCoordinator:
         self._stopped = True
         self._commands.put_nowait(Command())
 
+    async def wait_committer(self) -> None:
+        """Wait until every collected epoch has been committed (or has failed to)."""
+        while self._committer is not None and not self._committer.done():
+            await asyncio.gather(self._committer, return_exceptions=True)
+
+    def reset(self, committed_epoch: int) -> None:
+        """Forget every actor, source and barrier in flight: the runtime rebuilds the jobs (recovery)."""
+        for inflight in self._inflight:
+            for waiter in inflight.waiters:
+                if not waiter.done():
+                    waiter.set_exception(StreamingFailure("tidegate recovered from a failure; retry"))
+        self._inflight.clear()
+        self.sources.clear()
+        self.actors.clear()
+        self.failure = None
+        self._failed_actor = None
+        self._last_curr = committed_epoch
+
     def _inject(self, command: Command) -> None:
         curr = self.epochs.next()
         barrier = Barrier(EpochPair(curr, self._last_curr), command.kind, command.mutation)
@@ -149,6 +179,8 @@ class BarrierCoordinator:
         self._complete_ready()
 
     def actor_failed(self, actor_id: int, error: BaseException) -> None:
+        if self.failure is not None:
+            return  # the first failure already stopped this round; recovery restarts every actor
         self.failure = error
         self._failed_actor = actor_id
         failure = self._failure_error()
@@ -156,11 +188,12 @@ class BarrierCoordinator:
             for waiter in self._inflight.popleft().waiters:
                 if not waiter.done():
                     waiter.set_exception(failure)
+        if self.on_failure is not None:
+            self.on_failure(actor_id, error)
 
-    def _failure_error(self) -> InternalError:
-        return InternalError(
-            f"streaming actor {self._failed_actor} failed: {self.failure!r}; "
-            "views stop updating until tidegate restarts"
+    def _failure_error(self) -> StreamingFailure:
+        return StreamingFailure(
+            f"streaming actor {self._failed_actor} failed: {self.failure!r}; tidegate recovers from the last checkpoint"
         )
 
     def _complete_ready(self) -> None:

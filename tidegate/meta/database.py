@@ -162,7 +162,14 @@ class Database:
         with self.ddl_lock:
             self.meta.put_relation(relation.to_json())
             self._open_table(relation)
-            self.streaming.create_jobs([relation], self.logs, backfill=True)
+            try:
+                self.streaming.create_jobs([relation], self.logs, backfill=True)
+            except BaseException:
+                # Fully there or absent: the job did not start, so the table is not created.
+                self.meta.delete_relations([relation.id])
+                self.logs.pop(relation.id).close()
+                self.writers.pop(relation.id, None)
+                raise
             self.catalog.add(relation)
 
     def create_materialized_view(self, relation: Relation) -> None:

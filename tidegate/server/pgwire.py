@@ -107,6 +107,8 @@ SQLSTATE_BY_ERROR: dict[type[BaseException], str] = {
     errors.NotNullViolation: "23502",
     errors.ProtocolViolation: "08P01",
     errors.InternalError: "XX000",
+    errors.JobFailed: "55000",  # object_not_in_prerequisite_state
+    errors.DiskFull: "53100",
     # Base classes, for errors raised without a more specific class.
     errors.SqlError: "42000",
     errors.IntegrityError: "23000",

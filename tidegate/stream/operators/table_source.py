@@ -63,7 +63,15 @@ class TableSource(Operator):
         first, _ = await self.barriers.get()
         self.offset = self._restore_offset(first.epoch.prev)
         self.log.add_listener(self._on_append)
-        yield first
+        try:
+            yield first
+            async for message in self._run():
+                yield message
+        finally:
+            # A stopped or cancelled source (DROP, recovery) must not keep waking a dead loop.
+            self.log.remove_listener(self._on_append)
+
+    async def _run(self) -> AsyncIterator[Message]:
         while True:
             if not self.barriers.empty():
                 barrier, target = self.barriers.get_nowait()

@@ -1,0 +1,310 @@
+"""The streaming runtime: the actors of every job and the barrier coordinator, on one event loop.
+
+Everything here is a coroutine on the caller's event loop. ``StreamingManager``
+runs it on a loop thread of its own and offers blocking calls to sessions; the
+deterministic simulation (tests/sim) drives it directly on a single loop with
+an inline checkpoint executor and a fake clock.
+
+This release runs one actor per relation: a table's actor is its log source
+followed by Materialize; a view's actor is its operator chain (fed by the
+actors of the relations it reads) followed by Materialize.
+
+Recovery at run time (DESIGN §5 step 6): when an actor fails, every actor is
+stopped, epochs that were collected everywhere are still committed, the state
+store forgets everything sealed after the last committed epoch, and all jobs
+are rebuilt: operators read their state at the committed epoch and sources
+seek to their committed offsets. A job that fails again and again is not
+retried forever: after ``MAX_FAILURES`` failures without a checkpoint in
+between it is stopped with its dependents and reported with its error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from tidegate.common.epoch import Clock, EpochGenerator, WallClock
+from tidegate.meta.barrier import BarrierCoordinator, Command, StreamingFailure
+from tidegate.meta.catalog import Relation, RelationKind
+from tidegate.state.state_table import StateTable
+from tidegate.state.store import StateStore
+from tidegate.stream.actor import Actor, Dispatcher
+from tidegate.stream.builder import BuildContext, build, materialized_table_id
+from tidegate.stream.channel import Channel
+from tidegate.stream.messages import AddMutation, BarrierKind, StopMutation
+from tidegate.stream.operators.materialize import Materialize
+from tidegate.stream.operators.table_source import OFFSET_SCHEMA, TableSource
+
+log = logging.getLogger(__name__)
+
+# A job that fails this many times with no checkpoint committed in between is stopped.
+MAX_FAILURES = 3
+RECOVERY_BACKOFF_S = 0.1
+
+
+def storage_schema(relation: Relation) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.type.arrow) for c in relation.columns])
+
+
+@dataclass
+class _Job:
+    relation: Relation
+    actor: Actor
+    task: asyncio.Task[None] | None = None
+    table_ids: list[int] = field(default_factory=list)
+    # The channel each upstream relation feeds this job's actor through.
+    inputs: dict[int, Channel] = field(default_factory=dict)
+    log: Any = None  # a table's log
+    # Set once the barrier that added the job committed; recovery rebuilds only created jobs.
+    created: bool = False
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """Why a relation's job stopped for good (until restart or DROP)."""
+
+    relation_id: int
+    error: str
+    at: float
+
+
+class StreamingRuntime:
+    def __init__(
+        self,
+        store: StateStore,
+        barrier_interval_ms: int = 1000,
+        *,
+        checked: bool = False,
+        clock: Clock | None = None,
+        executor: concurrent.futures.Executor | None = None,
+        operator_cache_bytes: int | None = None,
+    ) -> None:
+        self.store = store
+        self.checked = checked
+        self.operator_cache_bytes = operator_cache_bytes
+        self.coordinator = BarrierCoordinator(
+            store, EpochGenerator(clock or WallClock(), store.max_committed_epoch), barrier_interval_ms, executor
+        )
+        self.coordinator.on_failure = self._on_actor_failure
+        self.coordinator.on_commit.append(self._on_commit)
+        self.failed: dict[int, JobFailure] = {}
+        self.recoveries = 0
+        self._jobs: dict[int, _Job] = {}
+        self._failures: dict[int, int] = {}  # relation id -> failures since the last checkpoint
+        self._coordinator_task: asyncio.Task[None] | None = None
+        self._recovering: asyncio.Task[None] | None = None
+        self._pending_failure: tuple[int, BaseException] | None = None
+
+    async def start(self) -> None:
+        self._coordinator_task = asyncio.get_running_loop().create_task(self.coordinator.run())
+
+    async def stop(self) -> None:
+        """Stop the coordinator and every actor (a commit in progress finishes first)."""
+        self.coordinator.stop()
+        tasks = [j.task for j in self._jobs.values() if j.task is not None]
+        if self._recovering is not None:
+            tasks.append(self._recovering)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._coordinator_task is not None:
+            await asyncio.gather(self._coordinator_task, return_exceptions=True)
+        await self.coordinator.wait_committer()
+
+    # ---- commands -----------------------------------------------------------
+    async def submit(self, command: Command) -> int:
+        if self._recovering is not None:
+            await asyncio.shield(self._recovering)
+        return await self.coordinator.submit(command)
+
+    async def flush(self) -> int:
+        """Force a checkpoint and wait for its commit; returns the committed epoch.
+
+        A failure that recovery repairs is not the caller's problem: the flush is retried after it.
+        """
+        for _ in range(MAX_FAILURES):
+            try:
+                return await self.submit(Command())
+            except StreamingFailure:
+                if self._recovering is None:
+                    raise
+        return await self.submit(Command())
+
+    async def create(self, relations: list[Relation], logs: dict[int, Any], backfill: bool) -> int:
+        """Start the actors of ``relations`` (in dependency order) at one barrier."""
+        if self._recovering is not None:
+            await asyncio.shield(self._recovering)
+        command = self._create_command(relations, logs, backfill)
+        try:
+            epoch = await self.coordinator.submit(command)
+        except BaseException:
+            # Not created: recovery must not rebuild these jobs (a view's backfill never committed).
+            for relation in relations:
+                job = self._jobs.pop(relation.id, None)
+                if job is not None and job.task is not None:
+                    job.task.cancel()
+            raise
+        for relation in relations:
+            if relation.id in self._jobs:
+                self._jobs[relation.id].created = True
+        return epoch
+
+    def _create_command(self, relations: list[Relation], logs: dict[int, Any], backfill: bool) -> Command:
+        new_sources: dict[int, Any] = {}
+        outputs: dict[int, list[Any]] = {}
+        jobs: list[_Job] = []
+        schemas = {r.id: storage_schema(r) for r in relations}
+        for job in self._jobs.values():
+            schemas[job.relation.id] = storage_schema(job.relation)
+        pending: dict[int, _Job] = {}
+        for relation in relations:
+            job = self._build_job(relation, logs.get(relation.id), schemas, backfill, new_sources)
+            jobs.append(job)
+            pending[relation.id] = job
+            for upstream_id, channel in job.inputs.items():
+                if upstream_id in pending:
+                    # Built in this same command: wire directly, no mutation needed.
+                    pending[upstream_id].actor.dispatcher.outputs.append((relation.id, channel))
+                else:
+                    outputs.setdefault(upstream_id, []).append((relation.id, channel))
+        for job in jobs:
+            self._jobs[job.relation.id] = job
+            job.task = asyncio.get_running_loop().create_task(job.actor.run(), name=job.actor.name)
+        mutation = AddMutation(outputs=outputs, added_actors=frozenset(j.relation.id for j in jobs))
+        kind = BarrierKind.CHECKPOINT if backfill else BarrierKind.INITIAL
+        return Command(mutation=mutation, new_sources=new_sources, new_actors={j.relation.id for j in jobs}, kind=kind)
+
+    def _build_job(
+        self,
+        relation: Relation,
+        log: Any,
+        schemas: dict[int, pa.Schema],
+        backfill: bool,
+        new_sources: dict[int, Any],
+    ) -> _Job:
+        schema = schemas[relation.id]
+        materialized = StateTable(self.store, materialized_table_id(relation.id), schema, relation.pk)
+        table_ids = [materialized.table_id]
+        inputs: dict[int, Channel] = {}
+        if relation.kind is RelationKind.TABLE:
+            assert log is not None, relation.name
+            offsets = StateTable(self.store, materialized.table_id | 1, OFFSET_SCHEMA, [0])
+            table_ids.append(offsets.table_id)
+            source = TableSource(log, offsets, schema, relation.id)
+            new_sources[relation.id] = source.inject
+            root = Materialize(source, materialized)
+        else:
+            ctx = BuildContext(
+                store=self.store,
+                relation_id=relation.id,
+                actor_id=relation.id,
+                relation_schemas=schemas,
+                backfill=backfill,
+                checked=self.checked,
+                operator_cache_bytes=self.operator_cache_bytes,
+            )
+            chain = build(relation.plan["stream"], ctx)
+            root = Materialize(chain, materialized)
+            inputs = ctx.inputs
+            table_ids += [(relation.id << 16) | n for n in range(1, ctx._next_state_table)]
+        actor = Actor(relation.id, root, Dispatcher(relation.id), self.coordinator, name=relation.name)
+        return _Job(relation, actor, table_ids=table_ids, inputs=inputs, log=log)
+
+    async def drop(self, relation_ids: list[int]) -> None:
+        if self._recovering is not None:
+            await asyncio.shield(self._recovering)
+        for relation_id in relation_ids:
+            self.failed.pop(relation_id, None)
+            self._failures.pop(relation_id, None)
+        stopping = frozenset(i for i in relation_ids if i in self._jobs)
+        if not stopping:
+            return
+        await self.submit(Command(mutation=StopMutation(stopping)))
+        for relation_id in stopping:
+            job = self._jobs.pop(relation_id)
+            if job.task is not None:
+                await asyncio.wait({job.task}, timeout=10)
+            for table_id in job.table_ids:
+                self.store.drop_table(table_id)
+
+    # ---- recovery -------------------------------------------------------------
+    def _on_commit(self, epoch: int) -> None:
+        self._failures.clear()
+
+    def _on_actor_failure(self, actor_id: int, error: BaseException) -> None:
+        self._failures[actor_id] = self._failures.get(actor_id, 0) + 1
+        self._pending_failure = (actor_id, error)
+        if self._recovering is None:
+            self._recovering = asyncio.get_running_loop().create_task(self._recover_loop())
+
+    async def _recover_loop(self) -> None:
+        """Recover until the jobs run again; a failure during recovery starts another round."""
+        try:
+            while self._pending_failure is not None:
+                actor_id, error = self._pending_failure
+                self._pending_failure = None
+                attempts = self._failures.get(actor_id, 1)
+                if attempts >= MAX_FAILURES:
+                    self._give_up(actor_id, error)
+                await asyncio.sleep(RECOVERY_BACKOFF_S * 2 ** (attempts - 1))
+                try:
+                    await self.recover()
+                except Exception:
+                    if self._pending_failure is None:
+                        log.exception("recovery failed; views stop updating until tidegate restarts")
+                        raise
+        finally:
+            self._recovering = None
+
+    def _give_up(self, actor_id: int, error: BaseException) -> None:
+        """Stop ``actor_id``'s job and every job that reads it, for good."""
+        message = f"{type(error).__name__}: {error}"
+        stopped = {actor_id}
+        for job in self._jobs.values():  # dependency order: inputs come first
+            if stopped & set(job.inputs):
+                stopped.add(job.relation.id)
+        now = time.time()
+        for relation_id in stopped:
+            stopped_job = self._jobs.get(relation_id)
+            name = stopped_job.relation.name if stopped_job is not None else str(relation_id)
+            reason = message if relation_id == actor_id else f"it reads a relation whose job failed: {message}"
+            self.failed[relation_id] = JobFailure(relation_id, reason, now)
+            log.error("the job of %s failed %d times and is stopped: %s", name, MAX_FAILURES, reason)
+
+    async def recover(self) -> int:
+        """Stop every actor, roll state back to the last checkpoint and rebuild every job from it."""
+        self.recoveries += 1
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            if job.task is not None:
+                job.task.cancel()
+        await asyncio.gather(*(j.task for j in jobs if j.task is not None), return_exceptions=True)
+        # Epochs every actor had passed are consistent: let their commit finish, then forget the rest.
+        await self.coordinator.wait_committer()
+        committed = self.store.reset_to_committed()
+        self.coordinator.reset(committed)
+        self._jobs = {}
+        # A stopped job keeps its state tables: a restart retries it from its checkpoint.
+        running = [j for j in jobs if j.created and j.relation.id not in self.failed]
+        if not running:
+            return committed
+        logs = {j.relation.id: j.log for j in running if j.log is not None}
+        command = self._create_command([j.relation for j in running], logs, backfill=False)
+        for job in self._jobs.values():
+            job.created = True
+        epoch = await self.coordinator.submit(command)
+        log.info("recovered %d jobs from checkpoint %d", len(running), committed)
+        return epoch
+
+    def relation_failure(self, relation_id: int) -> JobFailure | None:
+        return self.failed.get(relation_id)
+
+    def jobs(self) -> list[tuple[Relation, int]]:
+        """Running jobs with their failure counts since the last checkpoint."""
+        return [(j.relation, self._failures.get(j.relation.id, 0)) for j in self._jobs.values()]
