@@ -44,6 +44,7 @@ Invariants:
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import os
 import pathlib
@@ -58,7 +59,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from tidegate.common.chunk import OP_TYPE, Chunk, split_ops_column
-from tidegate.errors import InternalError
+from tidegate.errors import DiskFull, InternalError
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ _HEADER_BODY = struct.Struct("<4sIIQQ")
 _HEADER_CRC = struct.Struct("<I")
 HEADER_BYTES = _HEADER_BODY.size + _HEADER_CRC.size
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # writev accepts at most IOV_MAX (1024 on Linux) buffers per call.
 _WRITEV_BUFFERS_MAX = 1024
 # Payloads of batches larger than this are serialized into a buffer of the exact
@@ -411,6 +413,12 @@ class TableLog:
             _write_all(self._fd, buffers)
         except OSError as error:
             self._roll_back_write_locked(active, start_size, error)
+            if error.errno in _DISK_FULL_ERRNOS and self._failure is None:
+                # Rolled back: the log is as it was, and usable again once there is space.
+                raise DiskFull(
+                    f"could not write to {active.path}: {os.strerror(error.errno)}; the statement was not "
+                    "applied and every write acknowledged before it is kept. Free disk space and retry."
+                ) from error
             raise InternalError(f"table log {active.path}: write failed: {error}") from error
         active.positions.extend(positions)
         active.size_bytes = position
@@ -443,6 +451,12 @@ class TableLog:
         try:
             segment, fd = self._create_segment(old.end_offset)
         except OSError as error:
+            if error.errno in _DISK_FULL_ERRNOS:
+                raise DiskFull(
+                    f"could not start a new segment in {self._directory}: {os.strerror(error.errno)}; the "
+                    "statement was not applied and every write acknowledged before it is kept. Free disk space "
+                    "and retry."
+                ) from error
             raise InternalError(f"table log {self._directory}: cannot start a segment: {error}") from error
         if self._syncing:
             self._retired_fds.append(self._fd)  # the fsync in flight closes it

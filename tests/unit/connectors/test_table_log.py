@@ -21,7 +21,7 @@ import pytest
 from tidegate.common.chunk import Chunk, Op
 from tidegate.connectors import table_log as table_log_module
 from tidegate.connectors.table_log import HEADER_BYTES, TableLog
-from tidegate.errors import InternalError
+from tidegate.errors import DiskFull, InternalError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -374,7 +374,7 @@ def test_failed_write_is_rolled_back(tmp_path: pathlib.Path, monkeypatch: pytest
 
     monkeypatch.setattr(table_log_module.os, "writev", short_writev)
     monkeypatch.setattr(table_log_module.os, "write", full_disk_write)
-    with pytest.raises(InternalError, match="No space left"):
+    with pytest.raises(DiskFull, match="No space left"):
         log.append(small_chunk(0, 1))
     monkeypatch.undo()
     assert segment.stat().st_size == size
