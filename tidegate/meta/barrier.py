@@ -77,6 +77,9 @@ class BarrierCoordinator:
         self.store = store
         self.epochs = epochs
         self.barrier_interval_ms = barrier_interval_ms
+        # Every how many timed barriers one is a checkpoint; the others only seal their epoch.
+        self.checkpoint_frequency = 1
+        self._barriers_since_checkpoint = 0
         self.sources: dict[int, Callable[[Barrier], None]] = {}
         self.actors: set[int] = set()
         self.failure: BaseException | None = None
@@ -101,7 +104,11 @@ class BarrierCoordinator:
             try:
                 command = await asyncio.wait_for(self._commands.get(), timeout)
             except TimeoutError:
-                command = Command()
+                self._barriers_since_checkpoint += 1
+                if self._barriers_since_checkpoint >= self.checkpoint_frequency:
+                    command = Command()
+                else:
+                    command = Command(kind=BarrierKind.BARRIER)
             if self._stopped:
                 if command.done is not None and not command.done.done():
                     command.done.set_exception(InternalError("tidegate is shutting down"))
@@ -153,6 +160,8 @@ class BarrierCoordinator:
         self._last_curr = committed_epoch
 
     def _inject(self, command: Command) -> None:
+        if command.kind is not BarrierKind.BARRIER:
+            self._barriers_since_checkpoint = 0
         curr = self.epochs.next()
         barrier = Barrier(EpochPair(curr, self._last_curr), command.kind, command.mutation)
         self._last_curr = curr

@@ -34,7 +34,7 @@ from tidegate.stream.builder import materialized_table_id
 
 log = logging.getLogger(__name__)
 
-SYSTEM_SETTINGS = {"barrier_interval_ms": "1000"}
+SYSTEM_SETTINGS = {"barrier_interval_ms": "1000", "checkpoint_frequency": "1"}
 # Trim table logs below the committed offsets once every this many checkpoints.
 LOG_TRUNCATE_EVERY_COMMITS = 10
 
@@ -59,6 +59,7 @@ class Database:
         self.writers: dict[int, TableWriter] = {}
         interval = int(self.get_system_setting("barrier_interval_ms"))
         self.streaming = StreamingManager(self.store, interval, checked=checked)
+        self.streaming.coordinator.checkpoint_frequency = int(self.get_system_setting("checkpoint_frequency"))
         self._closed = False
         self._commits = 0
         self._recover()
@@ -141,17 +142,13 @@ class Database:
 
     def set_system_setting(self, name: str, value: str) -> None:
         if name == "barrier_interval_ms":
-            try:
-                interval = int(value)
-            except ValueError:
-                interval = -1
-            if not 10 <= interval <= 3_600_000:
-                raise InvalidParameterValue(
-                    f'invalid value for parameter "barrier_interval_ms": "{value}" '
-                    "(an integer number of milliseconds between 10 and 3600000)"
-                )
+            interval = _bounded_int(name, value, 10, 3_600_000, "a number of milliseconds")
             self.streaming.set_barrier_interval_ms(interval)
             value = str(interval)
+        elif name == "checkpoint_frequency":
+            frequency = _bounded_int(name, value, 1, 1_000_000, "a number of barriers")
+            self.streaming.coordinator.checkpoint_frequency = frequency
+            value = str(frequency)
         self.meta.put(f"setting.{name}", value)
 
     # ---- DDL ----------------------------------------------------------------
@@ -229,3 +226,15 @@ class Database:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _bounded_int(name: str, value: str, low: int, high: int, what: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise InvalidParameterValue(
+            f'invalid value for parameter "{name}": "{value}" (an integer, {what}, between {low} and {high})'
+        )
+    return number

@@ -60,6 +60,7 @@ SESSION_DEFAULTS = {
 }
 SETTING_DESCRIPTIONS = {
     "barrier_interval_ms": "Milliseconds between barriers (system-wide, kept across restarts).",
+    "checkpoint_frequency": "Every how many barriers one is a checkpoint (system-wide, kept across restarts).",
     "implicit_flush": "A SELECT after this session's own writes first waits for them to be committed.",
 }
 READ_ONLY_SETTINGS = {
