@@ -5,7 +5,8 @@ statement in flight at the kill may or may not have happened — both are allowe
 else is), and every view equals the same query computed from that table: nothing lost,
 nothing doubled. Kills land during writes, during checkpoint uploads and during recovery.
 
-``TIDEGATE_CHAOS_SEED=N`` replays one run; ``TIDEGATE_CHAOS_KILLS=K`` sets the number of kills.
+``TIDEGATE_CHAOS_SEED=N`` replays one run's choices; ``TIDEGATE_CHAOS_KILLS=K`` sets the number of
+kills (``scripts/chaos-soak.sh K`` runs a long soak).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import psycopg
 import pytest
 from tidegate_process import free_port, start_server
 
+BATCH_ROWS = 500
 KILLS = int(os.environ.get("TIDEGATE_CHAOS_KILLS", "6"))
 SEED = int(os.environ.get("TIDEGATE_CHAOS_SEED", str(random.SystemRandom().randrange(1 << 30))))
 
@@ -57,11 +59,18 @@ class Truth:
         out = dict(rows)
         if kind == "insert":
             out[key] = value  # type: ignore[assignment]
+        elif kind == "insert_many":
+            # Keys key .. key + BATCH_ROWS - 1, values derived from the key (one statement, all or nothing).
+            out.update((k, batch_value(k)) for k in range(key, key + BATCH_ROWS))
         elif kind == "delete":
             out.pop(key, None)
         else:
             out[key] = value  # type: ignore[assignment]
         return out
+
+
+def batch_value(key: int) -> int:
+    return key % 97 - 40
 
 
 def writer(port: int, truth: Truth, rng: random.Random, stop: threading.Event) -> None:
@@ -74,7 +83,12 @@ def writer(port: int, truth: Truth, rng: random.Random, stop: threading.Event) -
     try:
         while not stop.is_set():
             choice = rng.random()
-            if choice < 0.6 or len(truth.rows) < 5:
+            if choice < 0.1:
+                change = ("insert_many", next_key, None)
+                statement = "INSERT INTO t SELECT i, i % 97 - 40 FROM generate_series(%s::INT, %s::INT) AS g(i)"
+                params = (next_key, next_key + BATCH_ROWS - 1)  # type: ignore[assignment]
+                next_key += BATCH_ROWS
+            elif choice < 0.6 or len(truth.rows) < 5:
                 change: tuple[str, int, int | None] = ("insert", next_key, rng.randrange(-50, 100))
                 statement, params = "INSERT INTO t VALUES (%s, %s)", (next_key, change[2])
                 next_key += 1
@@ -116,7 +130,7 @@ def check(conn: psycopg.Connection, truth: Truth, seed: int) -> None:
     assert conn.execute("SELECT g, n FROM big_groups ORDER BY g").fetchall() == big, f"seed {seed}"
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(max(600, KILLS * 30))
 def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     print(f"chaos seed {SEED} (TIDEGATE_CHAOS_SEED={SEED} replays the choices)")
