@@ -182,8 +182,10 @@ class Database:
         """Drop ``relations`` (dependents first, as the caller ordered them)."""
         with self.ddl_lock:
             ids = [r.id for r in relations]
-            self.streaming.drop_jobs(ids)
+            state_tables = self.streaming.drop_jobs(ids)
             self.meta.delete_relations(ids)
+            for table_id in state_tables:
+                self.store.drop_table(table_id)
             for relation in relations:
                 self.catalog.remove(relation.id)
                 table_log = self.logs.pop(relation.id, None)

@@ -216,7 +216,10 @@ class StreamingRuntime:
         actor = Actor(relation.id, root, Dispatcher(relation.id), self.coordinator, name=relation.name)
         return _Job(relation, actor, table_ids=table_ids, inputs=inputs, log=log)
 
-    async def drop(self, relation_ids: list[int]) -> None:
+    async def drop(self, relation_ids: list[int]) -> list[int]:
+        """Stop the jobs of ``relation_ids``; returns their state table ids, which the caller drops
+        once the catalog no longer lists the relations (so a crash in between never finds a listed
+        relation without its state)."""
         if self._recovering is not None:
             await asyncio.shield(self._recovering)
         for relation_id in relation_ids:
@@ -224,14 +227,15 @@ class StreamingRuntime:
             self._failures.pop(relation_id, None)
         stopping = frozenset(i for i in relation_ids if i in self._jobs)
         if not stopping:
-            return
+            return []
         await self.submit(Command(mutation=StopMutation(stopping)))
+        table_ids: list[int] = []
         for relation_id in stopping:
             job = self._jobs.pop(relation_id)
             if job.task is not None:
                 await asyncio.wait({job.task}, timeout=10)
-            for table_id in job.table_ids:
-                self.store.drop_table(table_id)
+            table_ids += job.table_ids
+        return table_ids
 
     # ---- recovery -------------------------------------------------------------
     def _on_commit(self, epoch: int) -> None:

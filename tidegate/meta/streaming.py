@@ -65,8 +65,9 @@ class StreamingManager:
         """Start the actors of ``relations`` (in dependency order) at one barrier."""
         return self._run_coroutine(self.runtime.create(relations, logs, backfill))
 
-    def drop_jobs(self, relation_ids: list[int]) -> None:
-        self._run_coroutine(self.runtime.drop(relation_ids))
+    def drop_jobs(self, relation_ids: list[int]) -> list[int]:
+        """Stop the jobs; returns their state table ids (see ``StreamingRuntime.drop``)."""
+        return self._run_coroutine(self.runtime.drop(relation_ids))
 
     def failure_of(self, relation_id: int) -> JobFailure | None:
         """Why the relation's job stopped for good, or None while it runs."""
