@@ -3,10 +3,22 @@
 A DML statement is turned into exact row changes here (an UPDATE or DELETE
 needs the rows it touches, a primary-key INSERT must see existing keys), then
 appended to the table's log, and acknowledged once the log has it on disk
-(DESIGN §7). The writer keeps the table's *latest* rows — every acknowledged
-write, committed by a checkpoint or not — so statements of any session see the
-writes acknowledged before them. Readers of committed data (SELECT, views) never
-look here: they read the state store at a committed epoch.
+(DESIGN §7). Statements of any session see every write acknowledged before
+them: the table's *latest* rows are its rows at the last committed checkpoint
+(in the state store) plus the log records after the offset that checkpoint
+consumed. Readers of committed data (SELECT, views) never look here: they read
+the state store at a committed epoch.
+
+Nothing is kept per row by default: an INSERT into a table without a primary
+key touches neither the store nor the log tail. A primary-key INSERT looks its
+keys up (``rows_with_keys``); UPDATE, DELETE and INSERT … SELECT build the
+latest image, which stays cached (and follows later writes) while it is
+smaller than ``IMAGE_CACHE_BYTES``.
+
+Row ids (the hidden key of tables without a primary key) are
+``generation << ROW_ID_GENERATION_SHIFT | n``: the generation is a number the
+database takes anew at every start, so ids are unique across restarts without
+scanning the table for its largest id.
 
 One statement at a time per table: ``lock`` is held from reading the latest
 rows to appending the change, so concurrent DML serializes per table.
@@ -15,77 +27,120 @@ rows to appending the change, so concurrent DML serializes per table.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tidegate.common.chunk import Chunk, Op
-from tidegate.state.store import OP_COLUMN, merge_deltas
+from tidegate.common.keys import encode_keys
+from tidegate.state.store import OP_COLUMN, StateStore, merge_deltas
 
 ROW_ID_COLUMN = "_row_id"
+ROW_ID_GENERATION_SHIFT = 40
+IMAGE_CACHE_BYTES = 64 * 2**20
 
 
 class TableWriter:
     def __init__(
-        self, schema: pa.Schema, pk: list[int], log: Any, base: pa.Table | None = None, start_offset: int = 0
+        self,
+        schema: pa.Schema,
+        pk: list[int],
+        log: Any,
+        store: StateStore,
+        table_id: int,
+        committed_offset: Callable[[int], int],
+        row_id_generation: int = 0,
     ) -> None:
-        """``base``: the table's rows at the last checkpoint, which consumed the log up to ``start_offset``."""
+        """``table_id``: the state table the table's rows are materialized in; ``committed_offset(epoch)``:
+        how far the table's source had read the log at that committed epoch."""
         self.schema = schema
         self.pk = pk
         self.pk_names = [schema.names[i] for i in pk]
         self.log = log
+        self.store = store
+        self.table_id = table_id
+        self.committed_offset = committed_offset
         self.lock = threading.RLock()
         self.has_row_id = ROW_ID_COLUMN in schema.names and self.pk_names == [ROW_ID_COLUMN]
-        self._parts: list[pa.Table] = []
-        self._next_row_id = 0
-        self._replay(base if base is not None else schema.empty_table(), start_offset)
+        self._next_row_id = row_id_generation << ROW_ID_GENERATION_SHIFT
+        self._row_id_limit = (row_id_generation + 1) << ROW_ID_GENERATION_SHIFT
+        # The latest rows as of log end offset ``_image_end``, while small enough to keep.
+        self._image: list[pa.Table] | None = None
+        self._image_end = -1
 
-    def _replay(self, base: pa.Table, offset: int) -> None:
-        """Rebuild the latest rows: the checkpointed rows plus the log after them (start-up)."""
+    # ---- reads -----------------------------------------------------------
+    def latest(self) -> pa.Table:
+        """Every acknowledged row, with hidden columns."""
+        with self.lock:
+            end = self.log.end_offset()
+            if self._image is None or self._image_end != end:
+                with self.store.pin_committed() as epoch:
+                    base = self.store.snapshot(self.table_id, epoch) if epoch else self.schema.empty_table()
+                    tail, end = self._tail(epoch)
+                self._image = [merge_deltas(base.cast(self.schema), tail, self.pk_names)]
+                self._image_end = end
+            if len(self._image) > 1:
+                self._image = [pa.concat_tables(self._image)]
+            image = self._image[0]
+            if image.nbytes > IMAGE_CACHE_BYTES:
+                self._image = None
+            return image
+
+    def rows_with_keys(self, keys: pa.Table) -> pa.Table:
+        """The latest rows whose primary key equals a row of ``keys`` (the pk columns, in pk order)."""
+        wanted = encode_keys(keys, list(range(keys.num_columns)))
+        with self.lock:
+            if self._image is not None and self._image_end == self.log.end_offset():
+                image = self.latest()
+                return image.filter(pc.is_in(encode_keys(image, self.pk), wanted))
+            with self.store.pin_committed() as epoch:
+                found = self.store.get_rows(self.table_id, keys, epoch) if epoch else self.schema.empty_table()
+                tail, _ = self._tail(epoch)
+        shifted = [i + 1 for i in self.pk]  # deltas lead with the __op column
+        tail = [d.filter(pc.is_in(encode_keys(d, shifted), wanted)) for d in tail]
+        return merge_deltas(found.cast(self.schema), [d for d in tail if d.num_rows], self.pk_names)
+
+    def _tail(self, epoch: int) -> tuple[list[pa.Table], int]:
+        """The log records after what checkpoint ``epoch`` consumed, as deltas; and the end offset."""
+        offset = self.committed_offset(epoch) if epoch else 0
         deltas: list[pa.Table] = []
         while True:
             records = self.log.read(offset, 256)
             if not records:
-                break
+                return deltas, offset
             for record_offset, chunk in records:
                 deltas.append(_delta(chunk, self.schema))
                 offset = record_offset + 1
-        base = base.cast(self.schema)
-        self._parts = [merge_deltas(base, deltas, self.pk_names)] if (deltas or base.num_rows) else []
-        if self.has_row_id:
-            ids = [base.column(ROW_ID_COLUMN)] + [d.column(ROW_ID_COLUMN) for d in deltas]
-            largest = [pa.compute.max(i).as_py() for i in ids if len(i)]
-            if largest:
-                self._next_row_id = int(max(largest)) + 1
 
-    def latest(self) -> pa.Table:
-        """Every acknowledged row, with hidden columns."""
-        with self.lock:
-            if not self._parts:
-                return self.schema.empty_table()
-            if len(self._parts) > 1:
-                self._parts = [pa.concat_tables(self._parts)]
-            return self._parts[0]
-
+    # ---- writes ----------------------------------------------------------
     def allocate_row_ids(self, count: int) -> pa.Array:
         with self.lock:
             start = self._next_row_id
+            if start + count > self._row_id_limit:
+                raise OverflowError("row ids of this start are exhausted; restart tidegate")
             self._next_row_id += count
         return pa.array(np.arange(start, start + count, dtype=np.int64))
 
     def apply(self, chunks: list[Chunk]) -> int:
-        """Append the changes durably, then make them the latest rows. Returns the log offset."""
+        """Append the changes durably, then let the cached image follow them. Returns the log offset."""
         chunks = [c for c in chunks if len(c)]
         if not chunks:
-            return self.log.end_offset()
+            return int(self.log.end_offset())
         with self.lock:
+            cached = self._image is not None and self._image_end == self.log.end_offset()
             offset = int(self.log.append_many(chunks))
+            if not cached or self._image is None:
+                self._image = None
+                return offset
             deltas = [_delta(c, self.schema) for c in chunks]
             if all(c.is_insert_only() for c in chunks):
-                self._parts += [d.drop_columns([OP_COLUMN]) for d in deltas]
+                self._image += [d.drop_columns([OP_COLUMN]) for d in deltas]
             else:
-                self._parts = [merge_deltas(self.latest(), deltas, self.pk_names)]
+                self._image = [merge_deltas(pa.concat_tables(self._image), deltas, self.pk_names)]
+            self._image_end = offset
             return offset
 
 

@@ -24,7 +24,7 @@ from tidegate.connectors.table_log import TableLog
 from tidegate.connectors.table_writer import TableWriter
 from tidegate.errors import InvalidParameterValue
 from tidegate.meta.catalog import Catalog, Relation, RelationKind
-from tidegate.meta.meta_store import SqliteMetaStore
+from tidegate.meta.meta_store import meta_store_from_url
 from tidegate.meta.streaming import StreamingManager, storage_schema
 from tidegate.state.durable_store import DurableStateStore
 from tidegate.state.object_store import object_store_from_url
@@ -47,12 +47,16 @@ class Database:
         checked: bool = False,
         fsync: bool = True,
         state_store_url: str | None = None,
+        meta_store_url: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
-        self.meta = SqliteMetaStore(self.data_dir / "meta.db")
+        self.meta = meta_store_from_url(meta_store_url, self.data_dir)
         self.store = self._open_state_store(state_store_url)
+        # Row ids of tables without a primary key are unique across starts without a scan.
+        self._row_id_generation = int(self.meta.get("row_id_generation") or 0) + 1
+        self.meta.put("row_id_generation", str(self._row_id_generation))
         self.catalog = Catalog(Relation.from_json(r) for r in self.meta.load_relations())
         self.ddl_lock = threading.RLock()
         self.logs: dict[int, TableLog] = {}
@@ -96,11 +100,7 @@ class Database:
             self.streaming.create_jobs(relations, self.logs, backfill=False)
         epoch = self.store.max_committed_epoch
         for relation in tables:
-            base = self.store.snapshot(materialized_table_id(relation.id), epoch) if epoch else None
-            offset = self._committed_offset(relation, epoch)
-            self.writers[relation.id] = TableWriter(
-                storage_schema(relation), relation.pk, self.logs[relation.id], base, offset
-            )
+            self.writers[relation.id] = self._writer(relation)
         if isinstance(self.store, DurableStateStore):
             self.streaming.coordinator.on_commit.append(self._after_commit)
         if relations:
@@ -124,16 +124,33 @@ class Database:
             relation = self.catalog.get_by_id(relation_id)
             if relation is None:
                 continue
+            writer = self.writers.get(relation_id)
+            # Readers of the log tail hold the writer's lock; trim next time rather than wait on the loop.
+            if writer is None or not writer.lock.acquire(blocking=False):
+                continue
             try:
                 table_log.truncate_before(self._committed_offset(relation, epoch))
             except Exception:  # trimming is an optimisation; a failure only keeps old segments
                 log.exception("truncating the log of %s failed", relation.name)
+            finally:
+                writer.lock.release()
 
     def _open_table(self, relation: Relation) -> None:
         schema = storage_schema(relation)
         table_log = TableLog(self.data_dir / "tables" / str(relation.id), schema, fsync=self.fsync)
         self.logs[relation.id] = table_log
-        self.writers[relation.id] = TableWriter(schema, relation.pk, table_log)
+        self.writers[relation.id] = self._writer(relation)
+
+    def _writer(self, relation: Relation) -> TableWriter:
+        return TableWriter(
+            storage_schema(relation),
+            relation.pk,
+            self.logs[relation.id],
+            self.store,
+            materialized_table_id(relation.id),
+            lambda epoch: self._committed_offset(relation, epoch),
+            self._row_id_generation,
+        )
 
     # ---- settings -----------------------------------------------------------
     def get_system_setting(self, name: str) -> str:

@@ -207,7 +207,8 @@ def _resolve_conflicts(
     con = connect()
     try:
         con.register("new_rows", rows.append_column("__n", pa.array(range(rows.num_rows), pa.int64())))
-        con.register("latest", writer.latest())
+        # Only the existing rows these keys could clash with, not the whole table.
+        con.register("latest", writer.rows_with_keys(rows.select(keys)))
         repeated = con.sql(
             f"SELECT {key_list} FROM new_rows GROUP BY {key_list} HAVING count(*) > 1 LIMIT 1"
         ).fetchall()
