@@ -1,7 +1,7 @@
 """The ``tidegate`` command.
 
 tidegate playground                      a throwaway server on 127.0.0.1:4566
-tidegate start --data-dir DIR [--listen HOST:PORT]
+tidegate start --data-dir DIR [--listen HOST:PORT] [--state-store URL] [--meta-store URL]
                                          the persistent server; SIGTERM stops it cleanly
 """
 
@@ -45,9 +45,16 @@ async def _serve(database: Database, host: str, port: int, banner: str) -> None:
     serving.cancel()
 
 
-def _run(data_dir: Path, host: str, port: int, banner: str, state_store: str | None = None) -> int:
+def _run(
+    data_dir: Path,
+    host: str,
+    port: int,
+    banner: str,
+    state_store: str | None = None,
+    meta_store: str | None = None,
+) -> int:
     try:
-        database = Database(data_dir, state_store_url=state_store)
+        database = Database(data_dir, state_store_url=state_store, meta_store_url=meta_store)
     except Exception as error:
         print(f"tidegate: cannot open data dir {data_dir}: {error}", file=sys.stderr)
         return 1
@@ -94,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint state to object storage: 'fs' (DATA_DIR/objects), fs:///dir, or "
         "s3://bucket/prefix?endpoint=...&access_key_id=...&secret_access_key=...; kept for the data dir",
     )
+    start.add_argument(
+        "--meta-store",
+        metavar="URL",
+        help="where the catalog and checkpoint versions are kept; default SQLite in the data dir, or "
+        "postgresql://USER@HOST:PORT/DATABASE?schema=NAME (schema default tidegate; password from the URL or "
+        "PGPASSWORD); kept for the data dir",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = args.listen
@@ -101,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="tidegate-playground-") as data_dir:
             return _run(Path(data_dir), host, port, PLAYGROUND_BANNER)
     data_dir = args.data_dir.resolve()
-    return _run(data_dir, host, port, START_BANNER.format(data_dir=data_dir), args.state_store)
+    return _run(data_dir, host, port, START_BANNER.format(data_dir=data_dir), args.state_store, args.meta_store)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ back to rebuild the catalog and every streaming job.
 
 ``MetaStore`` is the boundary. ``SqliteMetaStore`` is the embedded default
 (``<data_dir>/meta.db``, WAL journal, ``synchronous=FULL`` so a commit is on
-disk when it returns); a PostgreSQL store for clusters can implement the same
-Protocol, its tables mapping one to one onto the three below. ``MemoryMetaStore``
-is for tests.
+disk when it returns); ``PostgresMetaStore`` (``meta_store_postgres``) keeps the
+same tables in a PostgreSQL schema; ``meta_store_from_url`` picks one for a data
+dir. ``MemoryMetaStore`` is for tests.
 
 Invariants:
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pathlib
 import sqlite3
 import threading
@@ -37,9 +38,11 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
-from tidegate.errors import InternalError
+from tidegate.errors import InternalError, InvalidParameterValue
 
 META_DB_FILE_NAME = "meta.db"
+# Holds the URL (without password) of a data dir's PostgreSQL meta store; absent for SQLite.
+META_STORE_URL_FILE_NAME = "meta_store_url"
 # The first id handed out; lower ids are left for built-in relations.
 FIRST_RELATION_ID = 1001
 _RELATION_ID_SEQUENCE = "relation_id"
@@ -78,6 +81,56 @@ class MetaStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def meta_store_from_url(url: str | None, data_dir: pathlib.Path) -> MetaStore:
+    """The meta store of ``data_dir``: SQLite inside it (no URL) or PostgreSQL (a ``postgresql://`` URL).
+
+    The choice is kept, since switching would lose the catalog and the committed
+    checkpoint: a PostgreSQL URL, without its password, is written to
+    ``DATA_DIR/meta_store_url`` once the store opens; a later start without a URL
+    reuses it (the password then comes from ``PGPASSWORD`` or ``~/.pgpass``); a
+    different URL, or any URL for a data dir whose catalog is in SQLite, is refused.
+    """
+    # Imported here: psycopg is loaded only by data dirs that use PostgreSQL.
+    from tidegate.meta.meta_store_postgres import PostgresMetaStore, is_postgres_url, public_url, without_password
+
+    if url is not None and not is_postgres_url(url):
+        raise InvalidParameterValue(
+            f"unsupported meta store URL {without_password(url)!r}: the accepted schemes are postgresql:// "
+            "and postgres:// (a PostgreSQL database); without a URL the catalog is in SQLite in the data dir"
+        )
+    url_file = data_dir / META_STORE_URL_FILE_NAME
+    saved = url_file.read_text().strip() if url_file.exists() else None
+    if url is None:
+        return SqliteMetaStore.in_data_dir(data_dir) if saved is None else PostgresMetaStore(saved)
+    wanted = public_url(url)
+    if saved is None and (data_dir / META_DB_FILE_NAME).exists():
+        raise InvalidParameterValue(
+            f"this data dir keeps its catalog in SQLite ({data_dir / META_DB_FILE_NAME}); "
+            f"it cannot be switched to {wanted}"
+        )
+    if saved is not None and saved != wanted:
+        raise InvalidParameterValue(f"this data dir keeps its catalog in {saved}; it cannot be switched to {wanted}")
+    store = PostgresMetaStore(url)
+    if saved is None:
+        _write_durably(url_file, wanted + "\n")
+    return store
+
+
+def _write_durably(path: pathlib.Path, text: str) -> None:
+    """Replace ``path`` with ``text`` all at once, on disk when this returns."""
+    staging = path.with_name(path.name + ".tmp")
+    with open(staging, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(staging, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _relation_id(relation: dict[str, Any]) -> int:
