@@ -2,6 +2,7 @@
 
 tidegate playground                      a throwaway server on 127.0.0.1:4566
 tidegate start --data-dir DIR [--listen HOST:PORT] [--state-store URL] [--meta-store URL]
+               [--cache-budget SIZE] [--config FILE]
                                          the persistent server; SIGTERM stops it cleanly
 """
 
@@ -14,7 +15,10 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from tidegate.config import ServerConfig, load_config, parse_size
+from tidegate.errors import InvalidParameterValue
 from tidegate.meta.database import Database
 from tidegate.server.pgwire import PgServer
 from tidegate.server.session import Session
@@ -45,16 +49,9 @@ async def _serve(database: Database, host: str, port: int, banner: str) -> None:
     serving.cancel()
 
 
-def _run(
-    data_dir: Path,
-    host: str,
-    port: int,
-    banner: str,
-    state_store: str | None = None,
-    meta_store: str | None = None,
-) -> int:
+def _run(data_dir: Path, host: str, port: int, banner: str, options: dict[str, Any] | None = None) -> int:
     try:
-        database = Database(data_dir, state_store_url=state_store, meta_store_url=meta_store)
+        database = Database(data_dir, **(options or {}))
     except Exception as error:
         print(f"tidegate: cannot open data dir {data_dir}: {error}", file=sys.stderr)
         return 1
@@ -93,8 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     playground = commands.add_parser("playground", help="run a throwaway server on 127.0.0.1:4566")
     playground.add_argument("--listen", type=_parse_listen, default=_parse_listen(DEFAULT_LISTEN))
     start = commands.add_parser("start", help="run the persistent server on a data directory")
-    start.add_argument("--data-dir", type=Path, required=True)
-    start.add_argument("--listen", type=_parse_listen, default=_parse_listen(DEFAULT_LISTEN))
+    start.add_argument("--config", type=Path, metavar="FILE", help="a TOML configuration file (options override it)")
+    start.add_argument("--data-dir", type=Path, help="where tables, logs and (by default) checkpoints live")
+    start.add_argument("--listen", type=_parse_listen, help=f"HOST:PORT to serve pgwire on (default {DEFAULT_LISTEN})")
+    start.add_argument(
+        "--cache-budget",
+        metavar="SIZE",
+        help="memory for state caches, e.g. 512MiB: half for the block cache, half for operator caches "
+        "(default: unbounded, everything stays in memory)",
+    )
     start.add_argument(
         "--state-store",
         metavar="URL",
@@ -110,12 +114,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host, port = args.listen
     if args.command == "playground":
-        with tempfile.TemporaryDirectory(prefix="tidegate-playground-") as data_dir:
-            return _run(Path(data_dir), host, port, PLAYGROUND_BANNER)
-    data_dir = args.data_dir.resolve()
-    return _run(data_dir, host, port, START_BANNER.format(data_dir=data_dir), args.state_store, args.meta_store)
+        host, port = args.listen
+        with tempfile.TemporaryDirectory(prefix="tidegate-playground-") as playground_dir:
+            return _run(Path(playground_dir), host, port, PLAYGROUND_BANNER)
+    try:
+        config = load_config(args.config) if args.config else ServerConfig()
+        data_dir: Path | None = args.data_dir or config.data_dir
+        if data_dir is None:
+            raise InvalidParameterValue("give --data-dir (or data_dir in the --config file)")
+        host, port = args.listen or _parse_listen(config.listen or DEFAULT_LISTEN)
+        budget = parse_size(args.cache_budget) if args.cache_budget else config.cache_budget_bytes
+    except (InvalidParameterValue, argparse.ArgumentTypeError) as error:
+        print(f"tidegate: {error}", file=sys.stderr)
+        return 2
+    options = {
+        "state_store_url": args.state_store or config.state_store_url,
+        "meta_store_url": args.meta_store or config.meta_store_url,
+        "cache_budget_bytes": budget,
+    }
+    data_dir = data_dir.resolve()
+    return _run(data_dir, host, port, START_BANNER.format(data_dir=data_dir), options)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from tidegate.meta.catalog import Catalog, Relation, RelationKind
 from tidegate.meta.meta_store import meta_store_from_url
 from tidegate.meta.streaming import StreamingManager, storage_schema
 from tidegate.state.durable_store import DurableStateStore
-from tidegate.state.object_store import object_store_from_url
+from tidegate.state.object_store import object_store_from_url, without_credentials
 from tidegate.state.object_store_faults import RetryingObjectStore
 from tidegate.state.store import MemoryStateStore
 from tidegate.stream.builder import materialized_table_id
@@ -48,7 +48,10 @@ class Database:
         fsync: bool = True,
         state_store_url: str | None = None,
         meta_store_url: str | None = None,
+        cache_budget_bytes: int | None = None,
     ) -> None:
+        """``cache_budget_bytes``: memory for state caches, half for the state store's block cache and
+        half for each stateful operator's cache; None keeps everything in memory."""
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
@@ -62,7 +65,10 @@ class Database:
         self.logs: dict[int, TableLog] = {}
         self.writers: dict[int, TableWriter] = {}
         interval = int(self.get_system_setting("barrier_interval_ms"))
-        self.streaming = StreamingManager(self.store, interval, checked=checked)
+        operator_cache_bytes = cache_budget_bytes // 2 if cache_budget_bytes else None
+        self.streaming = StreamingManager(
+            self.store, interval, checked=checked, operator_cache_bytes=operator_cache_bytes
+        )
         self.streaming.coordinator.checkpoint_frequency = int(self.get_system_setting("checkpoint_frequency"))
         self._closed = False
         self._commits = 0
@@ -79,12 +85,16 @@ class Database:
         saved = self.meta.get("setting.state_store_url")
         if url == "fs":
             url = f"fs://{self.data_dir / 'objects'}"
-        if url and saved and url != saved:
-            raise InvalidParameterValue(f"this data dir keeps its state in {saved}; it cannot be switched to {url}")
+        # Credentials are given at each start (option, config file or environment), never kept.
+        if url and saved and without_credentials(url) != without_credentials(saved):
+            shown = without_credentials(url)
+            raise InvalidParameterValue(
+                f"this data dir keeps its state in {without_credentials(saved)}; it cannot be switched to {shown}"
+            )
         url = url or saved
         if not url:
             return MemoryStateStore()
-        self.meta.put("setting.state_store_url", url)
+        self.meta.put("setting.state_store_url", without_credentials(url))
         store = DurableStateStore(RetryingObjectStore(object_store_from_url(url)), self.meta)
         store.recover()
         return store

@@ -30,7 +30,7 @@ exact ranges, S3-style prefix listing) is in ``object_store_base``'s docstring.
 from __future__ import annotations
 
 import threading
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from tidegate.state.object_store_base import (
     ObjectNotFound,
@@ -138,6 +138,18 @@ def object_store_from_url(url: str) -> ObjectStore:
         options["root"] = "/" + prefix + ("/" if prefix else "")
         return OpendalObjectStore("s3", **options)
     raise refuse("unknown scheme; expected fs:///dir, memory:// or s3://bucket/prefix?...")
+
+
+CREDENTIAL_OPTIONS = ("access_key_id", "secret_access_key", "session_token")
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without its credential options: what a data dir may remember of its object store."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in CREDENTIAL_OPTIONS]
+    return parts._replace(query=urlencode(pairs)).geturl()
 
 
 def _redacted(url: str) -> str:
