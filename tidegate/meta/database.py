@@ -24,6 +24,7 @@ from tidegate.connectors.table_log import TableLog
 from tidegate.connectors.table_writer import TableWriter
 from tidegate.errors import InvalidParameterValue
 from tidegate.meta.catalog import Catalog, Relation, RelationKind
+from tidegate.meta.data_dir_lock import DataDirLock
 from tidegate.meta.meta_store import meta_store_from_url
 from tidegate.meta.streaming import StreamingManager, storage_schema
 from tidegate.state.durable_store import DurableStateStore
@@ -54,6 +55,21 @@ class Database:
         half for each stateful operator's cache; None keeps everything in memory."""
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = DataDirLock(self.data_dir)
+        try:
+            self._open(fsync, checked, state_store_url, meta_store_url, cache_budget_bytes)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(
+        self,
+        fsync: bool,
+        checked: bool,
+        state_store_url: str | None,
+        meta_store_url: str | None,
+        cache_budget_bytes: int | None,
+    ) -> None:
         self.fsync = fsync
         self.meta = meta_store_from_url(meta_store_url, self.data_dir)
         self.store = self._open_state_store(state_store_url)
@@ -249,6 +265,7 @@ class Database:
         for table_log in self.logs.values():
             table_log.close()
         self.meta.close()
+        self._lock.release()
 
     def __enter__(self) -> Database:
         return self
