@@ -90,7 +90,7 @@ def build(plan: dict[str, Any], ctx: BuildContext) -> Operator:
             for i, c in enumerate(plan["calls"])
         ]
         state = StateTable(ctx.store, ctx.next_state_table_id(), AGG_STATE_SCHEMA, [0])
-        operator = HashAgg(child, plan["group_keys"], calls, schema, state)
+        operator = HashAgg(child, plan["group_keys"], calls, schema, state, cache_bytes=ctx.operator_cache_bytes)
     else:
         raise ValueError(f"unknown stream plan node {kind!r}")
     return _checked(operator, ctx)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
 import random
+import tracemalloc
 from decimal import Decimal
 
 import pyarrow as pa
@@ -425,3 +427,208 @@ def _group_by(rows: list[tuple]) -> list[tuple]:
             )
         )
     return out
+
+
+# ---- bounded cache (DESIGN §6) ------------------------------------------------
+# Every aggregate over int, decimal and float arguments: a group is ~2.7 KB, so this budget holds one or two.
+ALL_CALLS = [
+    ("count_star", None, pa.int64()),
+    ("count", 1, pa.int64()),
+    ("sum", 1, pa.int64()),
+    ("avg", 1, NUMERIC),
+    ("min", 1, pa.int32()),
+    ("max", 1, pa.int32()),
+    ("sum", 2, pa.decimal128(38, 2)),
+    ("min", 2, pa.decimal128(38, 2)),
+    ("max", 3, pa.float64()),
+]
+TINY_BUDGET_BYTES = 5_000
+
+
+class SpyStore(MemoryStateStore):
+    """Counts the reads of state: point lookups (and keys asked for) and whole-table snapshots."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+        self.keys_looked_up = 0
+        self.snapshots = 0
+
+    def get_rows(self, table_id: int, keys: pa.Table, epoch: int) -> pa.Table:
+        self.lookups += 1
+        self.keys_looked_up += keys.num_rows
+        return super().get_rows(table_id, keys, epoch)
+
+    def snapshot(self, table_id: int, epoch: int) -> pa.Table:
+        self.snapshots += 1
+        return super().snapshot(table_id, epoch)
+
+
+def random_epochs(seed: int, epochs: int, groups: int) -> list[list[Chunk]]:
+    """Inserts, deletes (often of a group's current MIN/MAX, sometimes of its last row) and updates."""
+    rng = random.Random(seed)
+    live: list[tuple] = []
+    out = []
+    for _ in range(epochs):
+        chunks = []
+        for _ in range(rng.randrange(1, 4)):
+            ops: list = []
+            batch: list[tuple] = []
+            for _ in range(rng.randrange(1, 30)):
+                roll = rng.random()
+                if live and roll < 0.15:  # delete the largest v of a group: its MAX goes to the next value
+                    k = rng.choice(live)[0]
+                    row = max((r for r in live if r[0] == k and r[1] is not None), key=lambda r: r[1], default=None)
+                    if row is None:
+                        continue
+                    live.remove(row)
+                    ops.append(DEL)
+                    batch.append(row)
+                elif live and roll < 0.4:
+                    row = live.pop(rng.randrange(len(live)))
+                    ops.append(DEL)
+                    batch.append(row)
+                elif live and roll < 0.5:
+                    old = live.pop(rng.randrange(len(live)))
+                    new = (old[0], rng.randrange(-50, 50), old[2], old[3])
+                    live.append(new)
+                    ops += [UD, UI]
+                    batch += [old, new]
+                else:
+                    v = rng.choice([None, *range(-50, 50)])
+                    price = None if v is None else Decimal(v) / 4
+                    x = None if v is None else v / 3
+                    row = (rng.randrange(groups), v, price, x)
+                    live.append(row)
+                    ops.append(INS)
+                    batch.append(row)
+            if batch:
+                chunks.append(chunk(SCHEMA, ops, batch))
+        out.append(chunks)
+    return out
+
+
+def stream(epochs: list[list[Chunk]], first_epoch: int = 1, prev: int | None = None) -> list[Message]:
+    """Barrier ``first_epoch`` (after ``prev``), then each epoch's chunks followed by the next barrier."""
+    messages: list[Message] = [barrier(first_epoch, prev)]
+    for offset, chunks in enumerate(epochs, start=1):
+        messages += chunks
+        messages.append(barrier(first_epoch + offset))
+    return messages
+
+
+def bounded(messages: list[Message], store: MemoryStateStore, group_keys: list[int] | None = None) -> HashAgg:
+    state = StateTable(store, 5, AGG_STATE_SCHEMA, [0])
+    operator = agg(messages, ALL_CALLS, group_keys, state)
+    return HashAgg(operator.input, operator.group_keys, operator.calls, operator.schema, state, TINY_BUDGET_BYTES)
+
+
+def decoded_state(store: MemoryStateStore, epoch: int) -> dict:
+    rows = store.snapshot(5, epoch)
+    return {
+        pickle.loads(k): pickle.loads(v)
+        for k, v in zip(rows.column("group_key").to_pylist(), rows.column("accumulators").to_pylist())
+    }
+
+
+def test_bounded_cache_emits_exactly_what_the_unbounded_operator_emits() -> None:
+    epochs = random_epochs(seed=11, epochs=40, groups=30)
+    reference_store = MemoryStateStore()
+    reference = agg(stream(epochs), ALL_CALLS, state=StateTable(reference_store, 5, AGG_STATE_SCHEMA, [0]))
+    expected = per_barrier(run(reference))
+    store = SpyStore()
+    operator = bounded(stream(epochs), store)
+    cache = operator.cache
+    assert cache is not None
+    bytes_after_barriers: list[int] = []
+    output = run(operator, lambda m: bytes_after_barriers.append(cache.used_bytes) if isinstance(m, Barrier) else None)
+
+    assert per_barrier(output) == expected
+    assert_alternating(changes(output), key=lambda row: row[0])
+    assert DEL in [op for op, _ in changes(output)]  # groups did vanish
+    assert cache.evictions > 100 and cache.misses > 100
+    assert 0 < store.lookups <= sum(len(chunks) for chunks in epochs)  # at most one point lookup per chunk
+    assert store.snapshots == 0
+    assert decoded_state(store, len(epochs)) == decoded_state(reference_store, len(epochs))
+    # On every barrier the epoch's groups are written, so the cache is back within its budget.
+    assert max(bytes_after_barriers) <= TINY_BUDGET_BYTES
+
+
+def test_bounded_global_aggregate_matches_the_unbounded_one() -> None:
+    epochs = random_epochs(seed=5, epochs=15, groups=4)
+    expected = per_barrier(run(agg(stream(epochs), ALL_CALLS, group_keys=[])))
+    operator = bounded(stream(epochs), SpyStore(), group_keys=[])
+    assert per_barrier(run(operator)) == expected
+
+
+def test_recovery_with_a_budget_reads_groups_on_demand_and_continues_exactly() -> None:
+    epochs = random_epochs(seed=23, epochs=30, groups=300)
+    reference_store = MemoryStateStore()
+    expected = per_barrier(
+        run(agg(stream(epochs), ALL_CALLS, state=StateTable(reference_store, 5, AGG_STATE_SCHEMA, [0])))
+    )
+
+    store = SpyStore()
+    split = 20  # the first operator stops after committing epoch `split` (its last barrier is split + 1)
+    run(bounded(stream(epochs[:split]), store))
+    groups_at_checkpoint = len(decoded_state(store, split))
+    store.lookups = store.keys_looked_up = store.snapshots = 0
+    # Recovery: a new operator over the same store; its first barrier resumes from the committed epoch.
+    recovered = bounded(stream(epochs[split:], first_epoch=100, prev=split), store)
+    reads: list[tuple[int, int]] = []  # (snapshots, keys looked up) as each barrier goes out
+    output = per_barrier(
+        run(
+            recovered,
+            lambda m: reads.append((store.snapshots, store.keys_looked_up)) if isinstance(m, Barrier) else None,
+        )
+    )
+    assert output[0] == [] and output[1:] == expected[split + 1 :]
+    # Recovery itself reads nothing; the first epoch reads only groups its chunks touch.
+    touched = {row[0] for c in epochs[split] for _, row in c.rows()}
+    assert reads[0] == (0, 0)
+    assert 0 < reads[1][1] <= len(touched) < groups_at_checkpoint
+    assert store.snapshots == 0
+    last_committed = 100 + len(epochs) - split - 1
+    assert decoded_state(store, last_committed) == decoded_state(reference_store, len(epochs))
+
+
+def test_recovery_of_a_global_aggregate_with_a_budget_reads_its_group_back() -> None:
+    epochs = random_epochs(seed=3, epochs=8, groups=3)
+    expected = per_barrier(run(agg(stream(epochs), ALL_CALLS, group_keys=[])))
+    store = SpyStore()
+    run(bounded(stream(epochs[:5]), store, group_keys=[]))
+    output = per_barrier(run(bounded(stream(epochs[5:], first_epoch=50, prev=5), store, group_keys=[])))
+    assert output[0] == [] and output[1:] == expected[6:]
+
+
+def test_no_lookup_while_every_group_fits() -> None:
+    store = SpyStore()
+    state = StateTable(store, 5, AGG_STATE_SCHEMA, [0])
+    operator = agg(stream(random_epochs(seed=2, epochs=10, groups=20)), ALL_CALLS, state=state)
+    roomy = HashAgg(operator.input, [0], operator.calls, operator.schema, state, cache_bytes=10_000_000)
+    run(roomy)
+    assert roomy.cache is not None and roomy.cache.evictions == 0
+    assert store.lookups == 0 and store.snapshots == 0
+
+
+def test_accounted_bytes_follow_what_the_groups_really_allocate() -> None:
+    """GROUP_BYTES and friends are tracemalloc measurements: check they still describe this CPython."""
+    for calls, values_per_group in [(ALL_CALLS[:3], 1), (ALL_CALLS, 1), (ALL_CALLS, 20)]:
+        rows = [(v % 2000, v, Decimal(v) / 4, v / 3) for v in range(2000 * values_per_group)]
+        state = StateTable(MemoryStateStore(), 5, AGG_STATE_SCHEMA, [0])
+        operator = agg([barrier(1), inserts(SCHEMA, rows), barrier(2)], calls, state=state)
+        operator = HashAgg(operator.input, [0], operator.calls, operator.schema, state, cache_bytes=10**12)
+        tracemalloc.start()  # it sees only what is allocated after it starts
+        try:
+            run(operator)
+            assert operator.cache is not None
+            accounted = operator.cache.used_bytes
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            operator.cache = None
+            operator._groups = {}
+            gc.collect()
+            allocated = before - tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert 0.75 <= accounted / allocated <= 1.5, (calls, values_per_group, accounted, allocated)

@@ -10,6 +10,17 @@ are written to the state table and committed, then the barrier goes on.
 MIN and MAX keep, per group, a count of every value seen, so a delete of the
 current minimum finds the next one. Without GROUP BY there is exactly one group
 and it never vanishes: ``count(*)`` over nothing is 0, as in PostgreSQL.
+
+Memory (DESIGN §6). Without a cache budget every group stays in memory and a
+recovery reads them all back at once. With ``cache_bytes`` the groups live in a
+byte-bounded LRU cache (``stream/lru_cache.py``). The groups of the current
+epoch are pinned until the barrier writes them; the others are evicted least
+recently used first whenever the cache is over budget. A chunk's groups that
+are not cached are read back from the state table by one point lookup per
+chunk, which is skipped while the cache is known to hold every group (nothing
+was evicted and the operator did not resume from a checkpoint). A cached group
+keeps the encoded state the table holds: it is the row to delete when the
+group changes again. Recovery reads nothing up front.
 """
 
 from __future__ import annotations
@@ -26,11 +37,25 @@ import pyarrow as pa
 from tidegate.common.chunk import Chunk, Op
 from tidegate.state.state_table import StateTable
 from tidegate.stream.evaluator import Evaluator
+from tidegate.stream.lru_cache import LruCache
 from tidegate.stream.messages import Barrier, Message
 from tidegate.stream.operator import Operator
 
 AGG_KINDS = ("count_star", "count", "sum", "avg", "min", "max")
 _AVG_CONTEXT = decimal.Context(prec=38)
+
+# What a cached group is accounted beyond the length of its encoded key and state: what CPython 3.11
+# allocates for it, measured with tracemalloc (test_hash_agg.py measures again and compares). Per group:
+# the _Group, its accumulator list, the key and output tuples, the encoded state's bytes object and the
+# cache's map entries. Per call: the accumulator's objects and the output value; a MIN/MAX also holds a
+# dict, and per distinct value it keeps, a dict slot and the value (a Decimal is a large object).
+GROUP_BYTES = 385
+CALL_BYTES = {"count_star": 16, "count": 16, "sum": 190, "avg": 190, "min": 290, "max": 290}
+DECIMAL_CALL_BYTES = 60
+EXTREME_VALUE_BYTES = 70
+DECIMAL_EXTREME_VALUE_BYTES = 130
+
+Key = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -45,14 +70,19 @@ class AggCall:
 
 
 class _Group:
-    """One group's accumulators; ``emitted`` is the output row downstream currently holds."""
+    """One group's accumulators.
 
-    __slots__ = ("accumulators", "emitted", "rows")
+    ``emitted`` is the output row downstream currently holds; ``written`` the encoded state the
+    state table holds, which is the exact row to delete when the group changes again.
+    """
+
+    __slots__ = ("accumulators", "emitted", "rows", "written")
 
     def __init__(self, calls: list[AggCall]) -> None:
         self.rows = 0
         self.accumulators: list[Any] = [_new_accumulator(c.kind) for c in calls]
         self.emitted: tuple[Any, ...] | None = None
+        self.written: bytes | None = None
 
 
 def _new_accumulator(kind: str) -> Any:
@@ -73,20 +103,44 @@ class HashAgg(Operator):
         calls: list[AggCall],
         schema: pa.Schema,
         state: StateTable | None = None,
+        cache_bytes: int | None = None,
     ) -> None:
+        assert cache_bytes is None or state is not None, "evicted groups are read back from the state table"
         self.input = input
         self.group_keys = group_keys
         self.calls = calls
         self.schema = schema
         self.state = state
-        self._groups: dict[tuple[Any, ...], _Group] = {}
-        self._dirty: set[tuple[Any, ...]] = set()
-        self._written: dict[tuple[Any, ...], bytes] = {}
+        # Where a chunk's groups are found: every group without a cache budget; with one, the cache's
+        # pinned entries, since a chunk's groups are brought in and pinned before it is merged.
+        self.cache: LruCache[Key, _Group] | None = None if cache_bytes is None else LruCache(cache_bytes)
+        self._groups: dict[Key, _Group] = {} if self.cache is None else self.cache.dirty
+        self._dirty: set[Key] = set()
+        # Whether the operator resumed from a checkpoint: then the cache may lack groups the state table has.
+        self._resumed = False
+        # The epoch this operator's state table was last committed at (or recovered from).
+        self._state_epoch = 0
         self._evaluator = Evaluator()
         self._partial_sql = self._compile_partial_sql()
         self._extreme_sql = {
             j: self._compile_extreme_sql(call) for j, call in enumerate(calls) if call.kind in ("min", "max")
         }
+        self._entry_bytes, self._extreme_value_bytes = self._accounting(calls)
+        # A new group's size until the barrier measures it: an empty state, a key of zeros, one value per extreme.
+        empty = (0, [_new_accumulator(c.kind) for c in calls])
+        encoded = len(pickle.dumps(empty)) + len(pickle.dumps((0,) * len(group_keys)))
+        self._new_group_bytes = self._entry_bytes + encoded + sum(self._extreme_value_bytes.values())
+
+    def _accounting(self, calls: list[AggCall]) -> tuple[int, dict[int, int]]:
+        """A group's fixed accounted bytes, and the bytes per distinct value of each MIN/MAX call."""
+        entry_bytes = GROUP_BYTES
+        value_bytes: dict[int, int] = {}
+        for j, call in enumerate(calls):
+            decimal_arg = call.arg is not None and pa.types.is_decimal(self.input.schema.field(call.arg).type)
+            entry_bytes += CALL_BYTES[call.kind] + (DECIMAL_CALL_BYTES if decimal_arg else 0)
+            if call.kind in ("min", "max"):
+                value_bytes[j] = DECIMAL_EXTREME_VALUE_BYTES if decimal_arg else EXTREME_VALUE_BYTES
+        return entry_bytes, value_bytes
 
     # ---- compile the per-chunk reductions --------------------------------
     def _keys_sql(self) -> str:
@@ -123,13 +177,9 @@ class HashAgg(Operator):
                 if len(message):
                     self.apply(message)
             elif isinstance(message, Barrier):
-                if first and self.state is not None and message.epoch.prev:
-                    self._restore(message.epoch.prev)
-                if first and not self.group_keys:
-                    # The single group of a global aggregate exists from the start.
-                    self._groups.setdefault((), _Group(self.calls))
-                    self._dirty.add(())
-                if not first:
+                if first:
+                    self._start(message.epoch.prev)
+                else:
                     output = self.flush()
                     if output is not None:
                         yield output
@@ -139,19 +189,48 @@ class HashAgg(Operator):
             else:
                 yield message
 
+    def _start(self, epoch: int) -> None:
+        """On the first barrier: resume from the state committed at ``epoch`` (0: there is none)."""
+        if self.state is not None and epoch:
+            self._state_epoch = epoch
+            if self.cache is None:
+                self._restore(epoch)
+            else:
+                self._resumed = True  # groups are read back on demand
+        if not self.group_keys:
+            # The single group of a global aggregate exists from the start.
+            if self.cache is None:
+                self._groups.setdefault((), _Group(self.calls))
+            else:
+                self._bring_in([()])
+            self._dirty.add(())
+
     def apply(self, chunk: Chunk) -> None:
         signs = pa.array(chunk.signs())
         batch = pa.RecordBatch.from_arrays([*chunk.data.columns, signs], names=[*chunk.data.schema.names, "__sign"])
         partial = self._evaluator.query(batch, self._partial_sql)
-        self._merge_partial(partial)
-        for j, sql in self._extreme_sql.items():
-            self._merge_extremes(j, self._evaluator.query(batch, sql))
-
-    def _merge_partial(self, partial: pa.Table) -> None:
         columns = [c.to_pylist() for c in partial.columns]
         nkeys = len(self.group_keys)
-        key_columns, rest = columns[:nkeys], columns[nkeys:]
-        keys = list(zip(*key_columns)) if nkeys else [()] * partial.num_rows
+        keys = list(zip(*columns[:nkeys])) if nkeys else [()] * partial.num_rows
+        cache = self.cache
+        if cache is not None:
+            self._bring_in(keys)
+        extremes_before = self._extremes_bytes(keys) if cache is not None and self._extreme_sql else None
+        self._merge_partial(keys, columns[nkeys:])
+        for j, sql in self._extreme_sql.items():
+            self._merge_extremes(j, self._evaluator.query(batch, sql))
+        if cache is not None and extremes_before is not None:
+            # A MIN/MAX accumulator grows by one value at a time: account each pinned group's growth.
+            size_of = cache.size_of
+            cache.resize_many(
+                [
+                    (key, size_of(key) + after - before)
+                    for key, before, after in zip(keys, extremes_before, self._extremes_bytes(keys))
+                    if after != before
+                ]
+            )
+
+    def _merge_partial(self, keys: list[Key], rest: list[list[Any]]) -> None:
         groups, dirty, calls = self._groups, self._dirty, self.calls
         for i, key in enumerate(keys):
             group = groups.get(key)
@@ -194,16 +273,74 @@ class HashAgg(Operator):
                 counts.pop(value, None)
 
     def _restore(self, epoch: int) -> None:
-        """Reload every group's state as committed at ``epoch`` (recovery)."""
+        """Reload every group's state as committed at ``epoch`` (recovery without a cache budget)."""
         assert self.state is not None
         rows = self.state.snapshot(epoch)
         for encoded_key, encoded in zip(rows.column(0).to_pylist(), rows.column(1).to_pylist()):
             key = pickle.loads(encoded_key)
-            group = _Group(self.calls)
-            group.rows, group.accumulators = pickle.loads(encoded)
-            group.emitted = (*key, *self._values(group))
-            self._groups[key] = group
-            self._written[key] = encoded
+            self._groups[key] = self._decode(key, encoded)
+
+    def _decode(self, key: Key, encoded: bytes) -> _Group:
+        group = _Group.__new__(_Group)  # skips building accumulators that the decoded ones replace
+        group.rows, group.accumulators = pickle.loads(encoded)
+        group.emitted = (*key, *self._values(group))
+        group.written = encoded
+        return group
+
+    # ---- the bounded cache ------------------------------------------------
+    def _bring_in(self, keys: list[Key]) -> None:
+        """Pin the groups of ``keys`` in the cache, reading those it lacks from the state table."""
+        cache = self.cache
+        assert cache is not None
+        missing = cache.mark_dirty(keys)
+        if not missing:
+            return
+        # The cache holds every group unless some were evicted or the operator resumed from a checkpoint.
+        loaded = self._load(missing) if self._resumed or cache.evictions else {}
+        calls, new_bytes = self.calls, self._new_group_bytes
+        entries = []
+        for key in missing:
+            found = loaded.get(key)
+            entries.append((key, _Group(calls), new_bytes) if found is None else (key, *found))
+        cache.put_many(entries, dirty=True)
+
+    def _load(self, keys: list[Key]) -> dict[Key, tuple[_Group, int]]:
+        """The committed groups among ``keys`` with their accounted sizes: one point lookup for all of them."""
+        encoded_keys = [pickle.dumps(key) for key in keys]
+        rows = self._read_state(pa.table({"group_key": pa.array(encoded_keys, pa.binary())}))
+        by_encoded = dict(zip(encoded_keys, keys))
+        loaded: dict[Key, tuple[_Group, int]] = {}
+        for encoded_key, encoded in zip(rows.column(0).to_pylist(), rows.column(1).to_pylist()):
+            key = by_encoded[encoded_key]
+            group = self._decode(key, encoded)
+            loaded[key] = (group, self._group_bytes(len(encoded_key), len(encoded), group))
+        return loaded
+
+    def _read_state(self, keys: pa.Table) -> pa.Table:
+        """The state table's rows for ``keys``, as committed at ``_state_epoch``.
+
+        Read from the store at an explicit epoch: ``StateTable.get_rows`` reads at the table's own
+        last commit, which a table rebuilt for recovery does not know before its first commit. This
+        operator writes its table only on barriers, right before committing, so no pending write is missed.
+        """
+        assert self.state is not None
+        return self.state.store.get_rows(self.state.table_id, keys, self._state_epoch)
+
+    def _group_bytes(self, encoded_key_bytes: int, encoded_state_bytes: int, group: _Group) -> int:
+        """A cached group's accounted size (see GROUP_BYTES)."""
+        size = self._entry_bytes + encoded_key_bytes + encoded_state_bytes
+        for j, value_bytes in self._extreme_value_bytes.items():
+            size += value_bytes * len(group.accumulators[j][0])
+        return size
+
+    def _extremes_bytes(self, keys: list[Key]) -> list[int]:
+        """Per pinned group of ``keys``, the accounted bytes of the values its MIN/MAX accumulators hold."""
+        groups = self._groups
+        accumulators = [groups[key].accumulators for key in keys]
+        totals = [0] * len(keys)
+        for j, value_bytes in self._extreme_value_bytes.items():
+            totals = [t + value_bytes * len(a[j][0]) for t, a in zip(totals, accumulators)]
+        return totals
 
     # ---- the barrier ------------------------------------------------------
     def flush(self) -> Chunk | None:
@@ -216,7 +353,6 @@ class HashAgg(Operator):
             new_row = None if vanished else (*key, *self._values(group))
             old_row = group.emitted
             if vanished:
-                del self._groups[key]
                 if old_row is not None:
                     ops.append(Op.DELETE)
                     rows.append(old_row)
@@ -226,8 +362,7 @@ class HashAgg(Operator):
             elif old_row != new_row:
                 ops += [Op.UPDATE_DELETE, Op.UPDATE_INSERT]
                 rows += [old_row, new_row]  # type: ignore[list-item]
-            if not vanished:
-                group.emitted = new_row
+            group.emitted = new_row
         if not rows:
             return None
         columns = list(zip(*rows))
@@ -259,32 +394,48 @@ class HashAgg(Operator):
         return out
 
     def _write_state(self, epoch: int) -> None:
-        """Persist the intermediate state of the groups changed this epoch."""
+        """Persist the state of the groups changed this epoch and forget the vanished ones."""
+        groups, cache, has_keys = self._groups, self.cache, bool(self.group_keys)
+        vanished: list[Key] = []
+        sizes: list[tuple[Key, int]] = []  # bounded cache: the measured size of each written group
         if self.state is not None:
             ops: list[int] = []
             keys: list[bytes] = []
             values: list[bytes | None] = []
             for key in self._dirty:
+                group = groups[key]
                 encoded_key = pickle.dumps(key)
-                group = self._groups.get(key)
-                old = self._written.pop(key, None)
-                if old is not None:
+                if group.written is not None:
                     ops.append(Op.DELETE)
                     keys.append(encoded_key)
-                    values.append(old)
-                if group is not None:
-                    new = pickle.dumps((group.rows, group.accumulators))
+                    values.append(group.written)
+                if group.rows or not has_keys:
+                    new = group.written = pickle.dumps((group.rows, group.accumulators))
                     ops.append(Op.INSERT)
                     keys.append(encoded_key)
                     values.append(new)
-                    self._written[key] = new
+                    if cache is not None:
+                        sizes.append((key, self._group_bytes(len(encoded_key), len(new), group)))
+                else:
+                    vanished.append(key)
             if ops:
                 batch = pa.RecordBatch.from_arrays(
                     [pa.array(keys, pa.binary()), pa.array(values, pa.binary())], schema=self.state.schema
                 )
                 self.state.write(Chunk.of(np.array(ops, dtype=np.int8), batch))
             self.state.commit(epoch)
+            self._state_epoch = epoch
+        elif has_keys:
+            vanished = [key for key in self._dirty if not groups[key].rows]
+        for key in vanished:
+            if cache is None:
+                del groups[key]
+            else:
+                cache.pop(key)
         self._dirty.clear()
+        if cache is not None:
+            cache.resize_many(sizes)  # estimates become measurements
+            cache.mark_all_clean()  # and the epoch's groups may now be evicted
 
 
 @dataclass(frozen=True, order=True)
