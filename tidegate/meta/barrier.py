@@ -40,6 +40,7 @@ class Command:
     new_actors: set[int] = field(default_factory=set)
     kind: BarrierKind = BarrierKind.CHECKPOINT
     done: asyncio.Future[int] | None = None
+    generation: int = -1  # the coordinator's generation when submitted (see ``reset``)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class BarrierCoordinator:
         self._inflight: collections.deque[_InFlight] = collections.deque()
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
         self._stopped = False
+        self._generation = 0  # bumped by every reset
         self._failed_actor: int | None = None
         self._collected: asyncio.Queue[_InFlight] = asyncio.Queue()
         self._committer: asyncio.Task[None] | None = None
@@ -113,6 +115,11 @@ class BarrierCoordinator:
                 if command.done is not None and not command.done.done():
                     command.done.set_exception(InternalError("tidegate is shutting down"))
                 break
+            if 0 <= command.generation != self._generation:
+                # Submitted before a recovery reset the engine it was meant for.
+                if command.done is not None and not command.done.done():
+                    command.done.set_exception(StreamingFailure("tidegate recovered from a failure; retry"))
+                continue
             if self.failure is not None:
                 if command.done is not None and not command.done.done():
                     command.done.set_exception(self._failure_error())
@@ -127,6 +134,7 @@ class BarrierCoordinator:
         """Queue a command for the next barrier (call on the stream loop)."""
         if command.done is None:
             command.done = asyncio.get_running_loop().create_future()
+        command.generation = self._generation
         if self.failure is not None:
             command.done.set_exception(self._failure_error())
             return command.done
@@ -148,11 +156,17 @@ class BarrierCoordinator:
 
     def reset(self, committed_epoch: int) -> None:
         """Forget every actor, source and barrier in flight: the runtime rebuilds the jobs (recovery)."""
+        self._generation += 1
         for inflight in self._inflight:
             for waiter in inflight.waiters:
                 if not waiter.done():
                     waiter.set_exception(StreamingFailure("tidegate recovered from a failure; retry"))
         self._inflight.clear()
+        # Commands queued before the recovery would be answered by an engine that no longer runs.
+        while not self._commands.empty():
+            command = self._commands.get_nowait()
+            if command.done is not None and not command.done.done():
+                command.done.set_exception(StreamingFailure("tidegate recovered from a failure; retry"))
         self.sources.clear()
         self.actors.clear()
         self.failure = None

@@ -215,9 +215,15 @@ class Database:
     def create_materialized_view(self, relation: Relation) -> None:
         with self.ddl_lock:
             self.streaming.create_jobs([relation], self.logs, backfill=True)
-            # The backfill runs in the epoch after the barrier that added the job:
-            # commit it, so the view is complete the moment CREATE returns.
-            self.streaming.flush()
+            try:
+                # The backfill runs in the epoch after the barrier that added the job:
+                # commit it, so the view is complete the moment CREATE returns.
+                self.streaming.flush()
+            except BaseException:
+                # Absent, then: stop the job and forget its state.
+                for table_id in self.streaming.drop_jobs([relation.id]):
+                    self.store.drop_table(table_id)
+                raise
             self.meta.put_relation(relation.to_json())
             self.catalog.add(relation)
 

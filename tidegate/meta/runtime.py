@@ -43,6 +43,7 @@ from tidegate.stream.operators.table_source import OFFSET_SCHEMA, TableSource
 
 log = logging.getLogger(__name__)
 
+NOT_AN_ACTOR = -1  # a failure no actor caused (a checkpoint of a CREATE): nothing to count
 # A job that fails this many times with no checkpoint committed in between is stopped.
 MAX_FAILURES = 3
 RECOVERY_BACKOFF_S = 0.1
@@ -63,6 +64,9 @@ class _Job:
     log: Any = None  # a table's log
     # Set once the barrier that added the job committed; recovery rebuilds only created jobs.
     created: bool = False
+    # A view's backfill is committed by the first checkpoint after the epoch that added it; until
+    # then (this is that epoch) recovery must backfill it again.
+    backfill_until: int | None = None
 
 
 @dataclass(frozen=True)
@@ -140,22 +144,31 @@ class StreamingRuntime:
         """Start the actors of ``relations`` (in dependency order) at one barrier."""
         if self._recovering is not None:
             await asyncio.shield(self._recovering)
-        command = self._create_command(relations, logs, backfill)
+        kind = BarrierKind.CHECKPOINT if backfill else BarrierKind.INITIAL
+        command = self._create_command(relations, logs, {r.id for r in relations} if backfill else set(), kind)
         try:
             epoch = await self.coordinator.submit(command)
-        except BaseException:
-            # Not created: recovery must not rebuild these jobs (a view's backfill never committed).
+        except BaseException as error:
+            # Not created: recovery must not rebuild these jobs. The coordinator and the upstream
+            # dispatchers already expect them, so the others are rebuilt without them.
             for relation in relations:
                 job = self._jobs.pop(relation.id, None)
                 if job is not None and job.task is not None:
                     job.task.cancel()
+            if self._recovering is None and not isinstance(error, asyncio.CancelledError):
+                self._pending_failure = (NOT_AN_ACTOR, error)
+                self._recovering = asyncio.get_running_loop().create_task(self._recover_loop())
             raise
         for relation in relations:
             if relation.id in self._jobs:
                 self._jobs[relation.id].created = True
+                if backfill:
+                    self._jobs[relation.id].backfill_until = epoch
         return epoch
 
-    def _create_command(self, relations: list[Relation], logs: dict[int, Any], backfill: bool) -> Command:
+    def _create_command(
+        self, relations: list[Relation], logs: dict[int, Any], backfill: set[int], kind: BarrierKind
+    ) -> Command:
         new_sources: dict[int, Any] = {}
         outputs: dict[int, list[Any]] = {}
         jobs: list[_Job] = []
@@ -164,7 +177,7 @@ class StreamingRuntime:
             schemas[job.relation.id] = storage_schema(job.relation)
         pending: dict[int, _Job] = {}
         for relation in relations:
-            job = self._build_job(relation, logs.get(relation.id), schemas, backfill, new_sources)
+            job = self._build_job(relation, logs.get(relation.id), schemas, relation.id in backfill, new_sources)
             jobs.append(job)
             pending[relation.id] = job
             for upstream_id, channel in job.inputs.items():
@@ -177,7 +190,6 @@ class StreamingRuntime:
             self._jobs[job.relation.id] = job
             job.task = asyncio.get_running_loop().create_task(job.actor.run(), name=job.actor.name)
         mutation = AddMutation(outputs=outputs, added_actors=frozenset(j.relation.id for j in jobs))
-        kind = BarrierKind.CHECKPOINT if backfill else BarrierKind.INITIAL
         return Command(mutation=mutation, new_sources=new_sources, new_actors={j.relation.id for j in jobs}, kind=kind)
 
     def _build_job(
@@ -240,6 +252,9 @@ class StreamingRuntime:
     # ---- recovery -------------------------------------------------------------
     def _on_commit(self, epoch: int) -> None:
         self._failures.clear()
+        for job in self._jobs.values():
+            if job.backfill_until is not None and epoch > job.backfill_until:
+                job.backfill_until = None
 
     def _on_actor_failure(self, actor_id: int, error: BaseException) -> None:
         self._failures[actor_id] = self._failures.get(actor_id, 0) + 1
@@ -299,10 +314,14 @@ class StreamingRuntime:
         if not running:
             return committed
         logs = {j.relation.id: j.log for j in running if j.log is not None}
-        command = self._create_command([j.relation for j in running], logs, backfill=False)
+        unfinished = {j.relation.id for j in running if j.backfill_until is not None}
+        command = self._create_command([j.relation for j in running], logs, unfinished, BarrierKind.INITIAL)
         for job in self._jobs.values():
             job.created = True
         epoch = await self.coordinator.submit(command)
+        for job in self._jobs.values():
+            if job.relation.id in unfinished:
+                job.backfill_until = epoch
         log.info("recovered %d jobs from checkpoint %d", len(running), committed)
         return epoch
 

@@ -101,7 +101,13 @@ class TableSource(Operator):
                 continue
             barrier_wait = asyncio.ensure_future(self.barriers.get())
             data_wait = asyncio.ensure_future(self._wakeup.wait())
-            done, _ = await asyncio.wait({barrier_wait, data_wait}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({barrier_wait, data_wait}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # Stopped (recovery, shutdown): the waits must not outlive the source.
+                barrier_wait.cancel()
+                data_wait.cancel()
+                raise
             data_wait.cancel()
             if barrier_wait in done:
                 barrier, target = barrier_wait.result()
