@@ -1,9 +1,11 @@
 """SSTs: the immutable, sorted, checksummed files that hold state in object storage.
 
 Place in the data flow (DESIGN §6): on a checkpoint the sealed deltas of the
-epochs not yet uploaded are written here by :func:`build_sst`, uploaded, and
-listed in a committed version. Recovery and cache misses read them back with
-:class:`SstReader` and combine several with :func:`merge_sst_rows`.
+epochs not yet uploaded are written here by :func:`build_sst` (an L0 SST),
+uploaded, and listed in a committed version; compaction writes its merged,
+already sorted runs with :func:`encode_sst` (L1 SSTs). The durable store opens
+every live SST with :class:`SstReader` — footer, block index and bloom filter
+stay in memory — and reads single blocks on demand through its block cache.
 
 Layout of one SST object (integers little-endian)::
 
@@ -47,20 +49,26 @@ from tidegate.common.keys import KEY_TYPE, encode_keys
 from tidegate.errors import InternalError
 
 __all__ = [
+    "DELETING_OPS",
     "EPOCH_COLUMN",
     "FOOTER_SIZE",
     "FORMAT_VERSION",
     "KEY_COLUMN",
     "MAGIC",
     "OP_COLUMN",
+    "BloomFilter",
+    "BuiltSst",
     "SstCorrupted",
     "SstInfo",
     "SstReader",
     "block_schema",
     "build_sst",
+    "build_sst_from_deltas",
     "checksum",
+    "encode_sst",
     "key_hashes",
     "merge_sst_rows",
+    "sorted_versions",
     "stable_key_order",
 ]
 
@@ -80,7 +88,7 @@ BLOOM_HASH_COUNT = 7
 BLOCK_COMPRESSION = "zstd"
 _SST_METADATA_KEY = b"tidegate.sst"
 _SCHEMA_METADATA_KEY = b"tidegate.table_schema"
-_DELETING_OPS = (int(Op.DELETE), int(Op.UPDATE_DELETE))
+DELETING_OPS = (int(Op.DELETE), int(Op.UPDATE_DELETE))  # a version with one of these is a tombstone
 _U64_MAX = (1 << 64) - 1
 
 _INDEX_SCHEMA = pa.schema(
@@ -124,6 +132,15 @@ def block_schema(schema: pa.Schema) -> pa.Schema:
 
 
 # ---- writing -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuiltSst:
+    """An encoded SST: its bytes, its identity, and its blocks as Arrow tables (for write-through caching)."""
+
+    data: bytes
+    info: SstInfo
+    blocks: list[pa.Table]
+
+
 def build_sst(
     object_id: str,
     table_id: int,
@@ -134,12 +151,55 @@ def build_sst(
     block_rows_max: int = 16384,
 ) -> tuple[bytes, SstInfo]:
     """One SST holding ``deltas`` ((epoch, ``__op`` + table columns), oldest first) of one state table."""
-    assert block_rows_max > 0, block_rows_max
-    rows = _sorted_versions(schema, pk, deltas)
+    built = build_sst_from_deltas(object_id, table_id, schema, pk, deltas, block_rows_max=block_rows_max)
+    return built.data, built.info
+
+
+def build_sst_from_deltas(
+    object_id: str,
+    table_id: int,
+    schema: pa.Schema,
+    pk: list[int],
+    deltas: list[tuple[int, pa.Table]],
+    *,
+    block_rows_max: int = 16384,
+) -> BuiltSst:
+    """Like :func:`build_sst`, keeping the decoded blocks."""
+    rows = sorted_versions(schema, pk, deltas)
     epochs = [epoch for epoch, _ in deltas]
     min_epoch, max_epoch = (min(epochs), max(epochs)) if epochs else (0, 0)
+    return encode_sst(
+        object_id, table_id, schema, pk, rows, min_epoch=min_epoch, max_epoch=max_epoch, block_rows_max=block_rows_max
+    )
+
+
+def encode_sst(
+    object_id: str,
+    table_id: int,
+    schema: pa.Schema,
+    pk: list[int],
+    rows: pa.Table,
+    *,
+    min_epoch: int | None = None,
+    max_epoch: int | None = None,
+    block_rows_max: int = 16384,
+) -> BuiltSst:
+    """One SST of ``rows``: block columns (:func:`block_schema`), already sorted (key asc, epoch desc).
+
+    Compaction writes its merged runs with this; the epoch range defaults to the rows'.
+    """
+    assert block_rows_max > 0, block_rows_max
+    if not rows.schema.equals(block_schema(schema)):
+        raise InternalError(f"SST rows have columns {rows.schema.names}, expected {block_schema(schema).names}")
+    if rows.num_rows and (min_epoch is None or max_epoch is None):
+        all_epochs = rows.column(EPOCH_COLUMN)
+        min_epoch = pc.min(all_epochs).as_py() if min_epoch is None else min_epoch
+        max_epoch = pc.max(all_epochs).as_py() if max_epoch is None else max_epoch
+    min_epoch = 0 if min_epoch is None else min_epoch
+    max_epoch = 0 if max_epoch is None else max_epoch
 
     parts: list[bytes] = []
+    blocks: list[pa.Table] = []
     first_keys: list[bytes] = []
     last_keys: list[bytes] = []
     index: dict[str, list[int]] = {name: [] for name in _INDEX_SCHEMA.names[2:]}
@@ -159,6 +219,7 @@ def build_sst(
         index["min_epoch"].append(pc.min(block_epochs).as_py())
         index["max_epoch"].append(pc.max(block_epochs).as_py())
         parts.append(data)
+        blocks.append(block)
         offset += len(data)
 
     first_key = first_keys[0] if first_keys else b""
@@ -195,10 +256,10 @@ def build_sst(
     footer = body + _FOOTER_CRC.pack(checksum(body + MAGIC)) + MAGIC
     data = b"".join([*parts, index_bytes, bloom_bytes, footer])
     info = SstInfo(object_id, table_id, min_epoch, max_epoch, rows.num_rows, len(data), first_key, last_key)
-    return data, info
+    return BuiltSst(data, info, blocks)
 
 
-def _sorted_versions(schema: pa.Schema, pk: list[int], deltas: list[tuple[int, pa.Table]]) -> pa.Table:
+def sorted_versions(schema: pa.Schema, pk: list[int], deltas: list[tuple[int, pa.Table]]) -> pa.Table:
     """All rows of ``deltas`` as block columns, sorted (key asc, epoch desc), one row per (key, epoch)."""
     target = block_schema(schema)
     # Oldest first; a stable sort keeps the writers' order for deltas of one epoch.
@@ -423,15 +484,26 @@ def _build_bloom(distinct_keys: pa.Array) -> bytes:
 
 
 @dataclass(frozen=True)
-class _Bloom:
+class BloomFilter:
     hash_count: int
     bit_count: int
     bits: np.ndarray  # uint8, little bit order
 
     def may_contain(self, keys: pa.Array) -> np.ndarray:
-        positions = _bloom_positions(key_hashes(keys), self.bit_count, self.hash_count)
+        """False where a key is certainly absent, per key (vectorized)."""
+        return self.may_contain_hashes(key_hashes(keys))
+
+    def may_contain_hashes(self, hashes: np.ndarray) -> np.ndarray:
+        """:meth:`may_contain` for keys already hashed with :func:`key_hashes` (hash once, probe many SSTs)."""
+        if not len(hashes):
+            return np.zeros(0, bool)
+        positions = _bloom_positions(hashes, self.bit_count, self.hash_count)
         present = (self.bits[positions >> np.uint64(3)] >> (positions & np.uint64(7)).astype(np.uint8)) & 1
         return np.asarray(present.all(axis=1), bool)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.bits.nbytes)
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -456,7 +528,7 @@ class SstReader:
                 raise ValueError("an SstReader over a ranged reader needs the object's size")
             self._fetch = data
             self.size_bytes = size
-        self._bloom: _Bloom | None = None
+        self._bloom: BloomFilter | None = None
         self._read_footer()
         self._read_index()
 
@@ -477,6 +549,31 @@ class SstReader:
     @property
     def block_count(self) -> int:
         return len(self._offsets)
+
+    @property
+    def block_min_epochs(self) -> np.ndarray:
+        """The smallest epoch in each block (uint64, one per block)."""
+        return self._min_epochs
+
+    @property
+    def block_max_epochs(self) -> np.ndarray:
+        """The largest epoch in each block (uint64, one per block)."""
+        return self._max_epochs
+
+    @property
+    def block_row_counts(self) -> np.ndarray:
+        return self._row_counts
+
+    @property
+    def metadata_nbytes(self) -> int:
+        """What this reader keeps in memory: the block index and, once read, the bloom filter."""
+        index = self.block_first_keys.nbytes + self.block_last_keys.nbytes + 48 * self.block_count
+        return index + (self._bloom.nbytes if self._bloom is not None else 0)
+
+    def rebind(self, fetch: RangeReader) -> None:
+        """Read blocks through ``fetch`` from now on (the same object, elsewhere: the bytes just uploaded
+        served the footer, index and bloom filter; later blocks come from object storage)."""
+        self._fetch = fetch
 
     @property
     def first_key(self) -> bytes:
@@ -550,7 +647,7 @@ class SstReader:
         return table
 
     @property
-    def bloom(self) -> _Bloom:
+    def bloom(self) -> BloomFilter:
         if self._bloom is None:
             data = self._read(self._bloom_offset, self._bloom_length, "bloom filter")
             actual = checksum(data)
@@ -564,7 +661,7 @@ class SstReader:
             bits = np.frombuffer(data, np.uint8, offset=_BLOOM_HEADER.size)
             if not 0 < hash_count <= 64 or bit_count <= 0 or len(bits) * 8 < bit_count:
                 raise self._corrupted(f"bloom filter header is invalid ({hash_count} hashes, {bit_count} bits)")
-            self._bloom = _Bloom(hash_count, bit_count, bits)
+            self._bloom = BloomFilter(hash_count, bit_count, bits)
         return self._bloom
 
     # ---- opening ----
@@ -647,6 +744,9 @@ class SstReader:
         self._row_counts = index.column("row_count").to_numpy()
         self._checksums = index.column("checksum").to_numpy()
         self._min_epochs = index.column("min_epoch").to_numpy()
+        self._max_epochs = index.column("max_epoch").to_numpy()
+        self.block_first_keys: pa.Array = index.column("first_key").combine_chunks()
+        self.block_last_keys: pa.Array = index.column("last_key").combine_chunks()
         ends = self._offsets + self._lengths
         starts_ok = len(self._offsets) == 0 or (self._offsets[0] == 0 and np.array_equal(self._offsets[1:], ends[:-1]))
         end = int(ends[-1]) if len(ends) else 0
@@ -676,5 +776,5 @@ def merge_sst_rows(tables: list[pa.Table], max_epoch: int) -> pa.Table:
     order = order[by_key]
     newest = _group_starts(keys.take(by_key))
     ops = rows.column(OP_COLUMN).to_numpy()[order]
-    live = newest & ~np.isin(ops, _DELETING_OPS)
+    live = newest & ~np.isin(ops, DELETING_OPS)
     return rows.select(columns).take(order[live])

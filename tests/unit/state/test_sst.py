@@ -27,8 +27,11 @@ from tidegate.state.sst import (
     SstCorrupted,
     SstInfo,
     SstReader,
+    block_schema,
     build_sst,
+    build_sst_from_deltas,
     checksum,
+    encode_sst,
     key_hashes,
     merge_sst_rows,
     stable_key_order,
@@ -447,3 +450,53 @@ def test_stable_key_order_matches_python_for_fixed_and_variable_widths() -> None
         assert stable_key_order(array).tolist() == sorted(range(len(values)), key=values.__getitem__)
         newest_first = sorted(range(len(values)), key=lambda i: (values[i], -i))
         assert stable_key_order(array, newest_first=True).tolist() == newest_first
+
+
+# ---- what the durable store and compaction use -------------------------------------------------------------
+def test_build_keeps_the_blocks_it_wrote_and_they_equal_what_is_read_back() -> None:
+    first = delta([INS] * 12, [(i, f"n{i}") for i in range(12)])
+    second = delta([UD, UI, DEL], [(3, "n3"), (3, "m3"), (7, "n7")])
+    built = build_sst_from_deltas("o", 1, SCHEMA, [0], [(1, first), (2, second)], block_rows_max=4)
+    reader = SstReader(built.data, name="o")
+    assert built.info == reader.info and len(built.blocks) == reader.block_count == 4
+    for i, block in enumerate(built.blocks):
+        assert reader.read_block(i).equals(block)
+    assert reader.block_min_epochs.tolist() == [int(b.column(EPOCH_COLUMN).to_numpy().min()) for b in built.blocks]
+    assert reader.block_max_epochs.tolist() == [int(b.column(EPOCH_COLUMN).to_numpy().max()) for b in built.blocks]
+    assert reader.block_first_keys.to_pylist() == [b.column(KEY_COLUMN)[0].as_py() for b in built.blocks]
+    assert reader.block_last_keys.to_pylist() == [b.column(KEY_COLUMN)[-1].as_py() for b in built.blocks]
+    assert reader.block_row_counts.tolist() == [4, 4, 4, 2]
+
+
+def test_encode_sst_writes_sorted_rows_as_they_are() -> None:
+    deltas = [(5, delta([INS] * 5, [(i, f"n{i}") for i in range(5)])), (9, delta([DEL], [(2, "n2")]))]
+    rows = SstReader(build_sst("a", 1, SCHEMA, [0], deltas)[0]).scan()
+    built = encode_sst("b", 1, SCHEMA, [0], rows, block_rows_max=2)
+    reader = SstReader(built.data, name="b")
+    assert reader.scan().equals(rows)
+    assert (reader.min_epoch, reader.max_epoch, reader.row_count) == (5, 9, 6)
+    assert reader.get(key(2), 9) is not None and reader.get(key(2), 9)[0] == DEL  # type: ignore[index]
+    with pytest.raises(InternalError, match="columns"):
+        encode_sst("c", 1, SCHEMA, [0], rows.drop_columns([EPOCH_COLUMN]))
+    empty = encode_sst("d", 1, SCHEMA, [0], block_schema(SCHEMA).empty_table())
+    assert SstReader(empty.data).row_count == 0 and empty.blocks == []
+
+
+def test_a_reader_rebound_to_another_source_reads_its_blocks_there() -> None:
+    data, pairs = small_sst()
+    reader = SstReader(data, name="sst/small")
+    _ = reader.bloom
+    source = CountingReader(data)
+    reader.rebind(source)
+    assert len(source.calls) == 0  # footer, index and bloom filter stay from the first source
+    assert reader.get(pairs[5][1], 2) is not None
+    assert len(source.calls) == 1
+    assert reader.metadata_nbytes > 0
+
+
+def test_bloom_probes_of_prehashed_keys_equal_probes_of_the_keys() -> None:
+    data, pairs = small_sst()
+    reader = SstReader(data)
+    probes = pa.array([k for _, k in pairs] + [key(i) for i in range(100, 200)], pa.binary())
+    assert np.array_equal(reader.bloom.may_contain(probes), reader.bloom.may_contain_hashes(key_hashes(probes)))
+    assert reader.bloom.may_contain_hashes(np.zeros(0, np.uint64)).shape == (0,)

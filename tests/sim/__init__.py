@@ -1,0 +1,1 @@
+"""Deterministic simulation of tidegate: one event loop, one seed, faults at every protocol step."""
