@@ -105,7 +105,7 @@ class SimDatabase(Database):
         self._opener = opener
         super().__init__(data_dir, checked=True, fsync=False)
 
-    def _open_state_store(self, url: str | None) -> Any:
+    def _open_state_store(self, url: str | None, cache_budget_bytes: int | None = None) -> Any:
         return self._opener.open_state_store()
 
 

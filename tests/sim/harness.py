@@ -41,11 +41,7 @@ from sqlglot import exp
 
 from sim import checks, engine
 from sim.faults import FAULT_POINTS, RECOVERY_FAULTS, RETRY_ATTEMPTS_MAX, RUNNING_FAULTS, Faults
-from sim.known_bugs import (
-    ALL_AVOIDED,
-    COMPACTION_DELETES_AFTER_AMBIGUOUS_COMMIT,
-    STATE_OF_UNFINISHED_CREATE_KEPT,
-)
+from sim.known_bugs import ALL_AVOIDED
 from sim.scenario import Scenario
 from sim.world import (
     SST_PREFIX,
@@ -71,7 +67,6 @@ from tidegate.sql import ddl
 from tidegate.sql.dialect import parse_sql
 from tidegate.state.durable_store import DurableStateStore
 from tidegate.state.object_store import FaultyObjectStore, MemoryObjectStore, RetryingObjectStore
-from tidegate.stream.builder import STATE_TABLE_SHIFT
 from tidegate.stream.messages import BarrierKind
 
 __all__ = ["FAULT_POINTS", "REPLAY_COMMAND", "Simulation", "SimulationFailure"]
@@ -340,11 +335,7 @@ class Simulation(FaultSwitch):
 
     def error_after_write(self, version_text: str) -> bool:
         """Whether an injected version-write failure comes after the write landed (an ambiguous commit)."""
-        after = self.engine_rng.random() < 0.5
-        if after and COMPACTION_DELETES_AFTER_AMBIGUOUS_COMMIT in self.avoid:
-            epoch = committed_epoch_of(version_text)
-            return epoch is not None and epoch > self.durable_epoch  # a checkpoint, not a compaction
-        return after
+        return self.engine_rng.random() < 0.5
 
     def _acceptable(self, error: BaseException) -> bool:
         """An error that a fault injected since the last clean point explains."""
@@ -525,8 +516,6 @@ class Simulation(FaultSwitch):
         if missing:
             self.fail(f"SSTs that the committed version lists are missing from object storage: {missing[:5]}")
         orphans = checks.orphan_state_tables(self.meta, self._db().catalog)
-        if STATE_OF_UNFINISHED_CREATE_KEPT in self.avoid:
-            orphans = [t for t in orphans if t >> STATE_TABLE_SHIFT not in self.abandoned_relations]
         if orphans:
             self.fail(f"the committed version keeps state tables of no relation in the catalog: {orphans}")
 

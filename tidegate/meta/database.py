@@ -72,7 +72,7 @@ class Database:
     ) -> None:
         self.fsync = fsync
         self.meta = meta_store_from_url(meta_store_url, self.data_dir)
-        self.store = self._open_state_store(state_store_url)
+        self.store = self._open_state_store(state_store_url, cache_budget_bytes)
         # Row ids of tables without a primary key are unique across starts without a scan.
         self._row_id_generation = int(self.meta.get("row_id_generation") or 0) + 1
         self.meta.put("row_id_generation", str(self._row_id_generation))
@@ -91,7 +91,7 @@ class Database:
         self._recover()
 
     # ---- start-up -----------------------------------------------------------
-    def _open_state_store(self, url: str | None) -> MemoryStateStore:
+    def _open_state_store(self, url: str | None, cache_budget_bytes: int | None = None) -> MemoryStateStore:
         """The state store this data dir uses; the choice is kept, since switching would lose state.
 
         Without a state store URL, state lives in memory and a start replays the table logs
@@ -111,7 +111,8 @@ class Database:
         if not url:
             return MemoryStateStore()
         self.meta.put("setting.state_store_url", without_credentials(url))
-        store = DurableStateStore(RetryingObjectStore(object_store_from_url(url)), self.meta)
+        options = {"block_cache_bytes": cache_budget_bytes // 2} if cache_budget_bytes else {}
+        store = DurableStateStore(RetryingObjectStore(object_store_from_url(url)), self.meta, **options)
         store.recover()
         return store
 
@@ -127,6 +128,14 @@ class Database:
         epoch = self.store.max_committed_epoch
         for relation in tables:
             self.writers[relation.id] = self._writer(relation)
+        # State of a relation the catalog does not list (a CREATE or DROP cut short by a crash) is garbage.
+        listed = {r.id for r in relations}
+        orphans = [t for t in self.store.recovered_table_ids() if t >> 16 not in listed]
+        for table_id in orphans:
+            self.store.drop_table(table_id)
+        if orphans and not relations:
+            # No job will checkpoint: commit a version without them now.
+            self.store.commit_version(epoch, self.store.sync(epoch))
         if isinstance(self.store, DurableStateStore):
             self.streaming.coordinator.on_commit.append(self._after_commit)
         if relations:

@@ -349,6 +349,10 @@ class DurableStateStore(MemoryStateStore):
         with self._lock:
             return sorted(t for t, table in self._state.items() if table.registered)
 
+    def recovered_table_ids(self) -> list[int]:
+        with self._lock:
+            return sorted(t for t, table in self._state.items() if not table.registered)
+
     # ---- checkpoints ------------------------------------------------------------
     def sync(self, epoch: int) -> list[Any]:
         """Build and upload one L0 SST per table from its deltas up to ``epoch`` (checkpoint thread, off the lock)."""
@@ -472,11 +476,9 @@ class DurableStateStore(MemoryStateStore):
         if not present:  # dropped meanwhile
             self._delete_now(written)
             return False
-        try:
-            self.versions.put(VERSION_KEY, version)
-        except BaseException:
-            self._delete_now(written)
-            raise
+        # A failed version write may still have landed (a connection lost during COMMIT): the outputs
+        # stay, and start-up garbage collection deletes them if no committed version lists them.
+        self.versions.put(VERSION_KEY, version)
         with self._lock:
             if self._state.get(table_id) is table:
                 table.l0 = table.l0[len(l0) :]

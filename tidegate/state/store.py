@@ -81,6 +81,9 @@ class StateStore(Protocol):
 
     def drop_table(self, table_id: int) -> None: ...
 
+    def recovered_table_ids(self) -> list[int]:
+        """State tables the committed checkpoint holds that no operator has registered (yet)."""
+
     def reset_to_committed(self) -> int:
         """Forget every sealed write after ``max_committed_epoch`` (recovery at run time); returns that epoch."""
 
@@ -211,6 +214,9 @@ class MemoryStateStore:
     def drop_table(self, table_id: int) -> None:
         with self._lock:
             self._tables.pop(table_id, None)
+
+    def recovered_table_ids(self) -> list[int]:
+        return []  # nothing survives a restart in memory
 
     def reset_to_committed(self) -> int:
         with self._lock:
