@@ -130,7 +130,7 @@ def _declared_types(statement: exp.Expression, database: Database) -> dict[str, 
     return declared
 
 
-SYSTEM_TABLES = ("tidegate_checkpoints", "tidegate_jobs")
+SYSTEM_TABLES = ("tidegate_checkpoints", "tidegate_jobs", "tidegate_state_store")
 
 
 def system_tables(statement: exp.Expression, database: Database) -> dict[str, pa.Table]:
@@ -151,7 +151,35 @@ def system_tables(statement: exp.Expression, database: Database) -> dict[str, pa
         )
     if "tidegate_jobs" in names:
         tables["tidegate_jobs"] = _jobs_table(database)
+    if "tidegate_state_store" in names:
+        tables["tidegate_state_store"] = _state_store_table(database)
     return tables
+
+
+def _state_store_table(database: Database) -> pa.Table:
+    """The state store's counters as (name, value) rows; empty when state lives in memory only."""
+    stats = getattr(database.store, "stats", None)
+    rows: list[tuple[str, int]] = []
+    if stats is not None:
+        s = stats()
+        rows = [
+            ("bytes_uploaded_checkpoint", s.bytes_uploaded_checkpoint),
+            ("bytes_uploaded_compaction", s.bytes_uploaded_compaction),
+            ("compactions", s.compactions),
+            ("compaction_failures", s.compaction_failures),
+            *((f"sst_count_l{level}", n) for level, n in sorted(s.sst_count_by_level.items())),
+            *((f"sst_bytes_l{level}", n) for level, n in sorted(s.sst_bytes_by_level.items())),
+            ("shared_buffer_bytes", s.shared_buffer_bytes),
+            ("sst_metadata_bytes", s.metadata_bytes),
+            ("block_cache_capacity_bytes", s.block_cache.capacity_bytes),
+            ("block_cache_used_bytes", s.block_cache.used_bytes),
+            ("block_cache_hits", s.block_cache.hits),
+            ("block_cache_misses", s.block_cache.misses),
+            ("block_cache_evictions", s.block_cache.evictions),
+        ]
+    return pa.table(
+        {"name": pa.array([r[0] for r in rows], pa.string()), "value": pa.array([r[1] for r in rows], pa.int64())}
+    )
 
 
 def _jobs_table(database: Database) -> pa.Table:
