@@ -182,28 +182,24 @@ class MemoryStateStore:
             if not self._pins[epoch]:
                 del self._pins[epoch]
 
-    def snapshot(self, table_id: int, epoch: int) -> pa.Table:
+    def _readable(self, table_id: int, epoch: int) -> tuple[_TableHistory, pa.Table, list[pa.Table]]:
+        """The table's base and the deltas a read at ``epoch`` applies to it."""
         with self._lock:
             history = self._history(table_id)
             if epoch < history.base_epoch:
                 raise InternalError(
                     f"state table {table_id}: epoch {epoch} was compacted away (base {history.base_epoch})"
                 )
-            deltas = [d for e, d in history.deltas if e <= epoch]
-            base = history.base
+            return history, history.base, [d for e, d in history.deltas if e <= epoch]
+
+    def snapshot(self, table_id: int, epoch: int) -> pa.Table:
+        history, base, deltas = self._readable(table_id, epoch)
         merged = merge_deltas(base, deltas, history.pk_names)
         self._maybe_compact(table_id, epoch, merged, len(deltas))
         return merged
 
     def get_rows(self, table_id: int, keys: pa.Table, epoch: int) -> pa.Table:
-        with self._lock:
-            history = self._history(table_id)
-            if epoch < history.base_epoch:
-                raise InternalError(
-                    f"state table {table_id}: epoch {epoch} was compacted away (base {history.base_epoch})"
-                )
-            deltas = [d for e, d in history.deltas if e <= epoch]
-            base = history.base
+        history, base, deltas = self._readable(table_id, epoch)
         pk = history.pk_indices
         wanted = encode_keys(keys, list(range(keys.num_columns)))
         base = base.filter(pc.is_in(encode_keys(base, pk), wanted))
