@@ -65,7 +65,7 @@ RESULT_MARKER = "@@CHECKPOINT_RESULT@@ "
 PROGRESS_MARKER = "@@PROGRESS@@ "
 TARGET_OVERHEAD_PCT = 5.0  # target: checkpoint overhead within 5 %
 TARGET_RECOVERY_S = 2.0  # target: recovery of 100 MB of state within 2 s
-STORES = {"memory": None, "checkpoint": "fs"}
+STORES = {"memory": "none", "checkpoint": "fs"}
 LARGE_RECOVERY_ROWS = 20_000_000  # ~1 GB of Arrow in the revenue table
 
 GROUPS_TABLE = "CREATE TABLE t (k INT, v BIGINT)"

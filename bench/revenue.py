@@ -408,7 +408,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--state-store",
         default=None,
-        help="path (b) checkpoints state to this object store ('fs' = DATA_DIR/objects); default: in memory",
+        help="path (b)'s state store: 'fs' (DATA_DIR/objects, the database's default) or 'none' (no "
+        "checkpoints: state in memory, the figures of the streaming core)",
     )
     parser.add_argument("--worker", choices=["b"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

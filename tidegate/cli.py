@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument(
         "--state-store",
         metavar="URL",
-        help="checkpoint state to object storage: 'fs' (DATA_DIR/objects), fs:///dir, or "
-        "s3://bucket/prefix?endpoint=...&access_key_id=...&secret_access_key=...; kept for the data dir",
+        help="where checkpoints go: 'fs' (DATA_DIR/objects, the default), fs:///dir, or "
+        "s3://bucket/prefix?endpoint=... (credentials from --config or the environment); 'none' for no "
+        "checkpoints (state in memory, table logs replayed at every start); kept for the data dir",
     )
     start.add_argument(
         "--meta-store",

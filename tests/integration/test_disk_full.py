@@ -13,9 +13,9 @@ from tidegate.errors import DiskFull
 from tidegate.server.pgwire import sqlstate_for
 
 
-@pytest.mark.parametrize("state_store", [None, "fs"], ids=["memory", "checkpoints"])
+@pytest.mark.parametrize("state_store", ["none", "fs"], ids=["no-checkpoints", "checkpoints"])
 def test_a_full_disk_refuses_the_write_and_keeps_everything_acknowledged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_store: str | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_store: str
 ) -> None:
     with tidegate.connect(tmp_path, state_store_url=state_store) as db:
         db.execute("CREATE TABLE t (k INT PRIMARY KEY, v INT)")

@@ -36,6 +36,7 @@ from tidegate.stream.builder import materialized_table_id
 log = logging.getLogger(__name__)
 
 SYSTEM_SETTINGS = {"barrier_interval_ms": "1000", "checkpoint_frequency": "1"}
+NO_CHECKPOINTS = "none"  # --state-store none: state in memory, rebuilt from the table logs at start
 # Trim table logs below the committed offsets once every this many checkpoints.
 LOG_TRUNCATE_EVERY_COMMITS = 10
 
@@ -94,23 +95,24 @@ class Database:
     def _open_state_store(self, url: str | None, cache_budget_bytes: int | None = None) -> MemoryStateStore:
         """The state store this data dir uses; the choice is kept, since switching would lose state.
 
-        Without a state store URL, state lives in memory and a start replays the table logs
-        from the beginning (the logs are never trimmed). With one, checkpoints go to object
-        storage and a start resumes from the last one.
+        By default checkpoints go to ``DATA_DIR/objects`` and a start resumes from the last
+        one. ``none`` keeps state in memory only: no checkpoints, the table logs are never
+        trimmed and every start replays them from the beginning. A data dir without
+        checkpoints may move to a checkpointing store (its logs are whole); never back.
         """
         saved = self.meta.get("setting.state_store_url")
+        url = url or saved or "fs"
         if url == "fs":
             url = f"fs://{self.data_dir / 'objects'}"
         # Credentials are given at each start (option, config file or environment), never kept.
-        if url and saved and without_credentials(url) != without_credentials(saved):
-            shown = without_credentials(url)
+        kept = without_credentials(url)
+        if saved and saved != NO_CHECKPOINTS and kept != without_credentials(saved):
             raise InvalidParameterValue(
-                f"this data dir keeps its state in {without_credentials(saved)}; it cannot be switched to {shown}"
+                f"this data dir keeps its state in {without_credentials(saved)}; it cannot be switched to {kept}"
             )
-        url = url or saved
-        if not url:
+        self.meta.put("setting.state_store_url", kept)
+        if url == NO_CHECKPOINTS:
             return MemoryStateStore()
-        self.meta.put("setting.state_store_url", without_credentials(url))
         options = {"block_cache_bytes": cache_budget_bytes // 2} if cache_budget_bytes else {}
         store = DurableStateStore(RetryingObjectStore(object_store_from_url(url)), self.meta, **options)
         store.recover()

@@ -11,10 +11,8 @@ from tidegate.connectors import table_writer as table_writer_module
 from tidegate.errors import UniqueViolation
 
 
-@pytest.mark.parametrize("state_store", [None, "fs"], ids=["memory", "checkpoints"])
-def test_primary_key_checks_see_committed_rows_and_the_uncommitted_log_tail(
-    tmp_path: Path, state_store: str | None
-) -> None:
+@pytest.mark.parametrize("state_store", ["none", "fs"], ids=["no-checkpoints", "checkpoints"])
+def test_primary_key_checks_see_committed_rows_and_the_uncommitted_log_tail(tmp_path: Path, state_store: str) -> None:
     with tidegate.connect(tmp_path, state_store_url=state_store) as db:
         db.execute("SET barrier_interval_ms = 3600000")  # only FLUSH checkpoints
         db.execute("CREATE TABLE t (k INT PRIMARY KEY, v INT)")

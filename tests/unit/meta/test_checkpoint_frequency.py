@@ -41,5 +41,5 @@ def test_the_state_store_view_shows_uploads_levels_and_the_block_cache(tmp_path:
         assert stats["bytes_uploaded_checkpoint"] > 0
         assert stats["sst_count_l0"] + stats["sst_count_l1"] >= 1
         assert stats["block_cache_capacity_bytes"] == 4 * 2**20  # half the budget
-    with tidegate.connect(tmp_path / "memory") as db:
+    with tidegate.connect(tmp_path / "no-checkpoints", state_store_url="none") as db:
         assert db.execute("SELECT count(*) FROM tidegate_state_store") == [(0,)]

@@ -19,9 +19,9 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime_module, "RECOVERY_BACKOFF_S", 0.01)
 
 
-@pytest.mark.parametrize("state_store", [None, "fs"], ids=["memory", "checkpoints"])
+@pytest.mark.parametrize("state_store", ["none", "fs"], ids=["no-checkpoints", "checkpoints"])
 def test_a_transient_operator_failure_recovers_from_the_checkpoint_without_loss_or_duplicates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_store: str | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_store: str
 ) -> None:
     failures = itertools.count()
     armed = {"fail": 0}
