@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from state_deltas import delta as schema_delta
 
 from tidegate.common.chunk import Op
 from tidegate.meta.meta_store import MemoryMetaStore
@@ -28,10 +29,7 @@ Row = tuple[Any, ...]
 
 
 def delta(ops: list[Op], rows: list[Row]) -> pa.Table:
-    columns: list[Any] = list(zip(*rows)) if rows else [[] for _ in SCHEMA]
-    arrays = [pa.array([int(o) for o in ops], pa.int8())]
-    arrays += [pa.array(list(c), f.type) for c, f in zip(columns, SCHEMA)]
-    return pa.Table.from_arrays(arrays, schema=pa.schema([pa.field(OP_COLUMN, pa.int8()), *SCHEMA]))
+    return schema_delta(SCHEMA, ops, rows)
 
 
 def rows_of(table: pa.Table) -> list[Row]:

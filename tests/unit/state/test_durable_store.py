@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from state_deltas import delta
 
 from tidegate.common.chunk import Op
 from tidegate.errors import InternalError
@@ -28,7 +29,7 @@ from tidegate.meta.meta_store import MemoryMetaStore
 from tidegate.state.durable_store import SST_PREFIX, VERSION_KEY, DurableStateStore
 from tidegate.state.object_store import LocalObjectStore, MemoryObjectStore, ObjectStore
 from tidegate.state.sst import FOOTER_SIZE, SstCorrupted, SstReader
-from tidegate.state.store import OP_COLUMN, MemoryStateStore
+from tidegate.state.store import MemoryStateStore
 
 INS, DEL, UD, UI = Op.INSERT, Op.DELETE, Op.UPDATE_DELETE, Op.UPDATE_INSERT
 Row = tuple[Any, ...]
@@ -58,13 +59,6 @@ class CountingObjectStore(MemoryObjectStore):
     def delete(self, path: str) -> None:
         self.deletes.append(path)
         super().delete(path)
-
-
-def delta(schema: pa.Schema, ops: list[Op], rows: list[Row]) -> pa.Table:
-    columns: list[Any] = list(zip(*rows)) if rows else [[] for _ in schema]
-    arrays = [pa.array([int(o) for o in ops], pa.int8())]
-    arrays += [pa.array(list(c), f.type) for c, f in zip(columns, schema)]
-    return pa.Table.from_arrays(arrays, schema=pa.schema([pa.field(OP_COLUMN, pa.int8()), *schema]))
 
 
 def rows_of(table: pa.Table) -> list[Row]:
