@@ -27,7 +27,7 @@ from tidegate.stream.channel import Channel
 from tidegate.stream.operator import CheckedOperator, Operator
 from tidegate.stream.operators.backfill import Backfill
 from tidegate.stream.operators.filter import Filter
-from tidegate.stream.operators.hash_agg import AGG_STATE_SCHEMA, AggCall, HashAgg
+from tidegate.stream.operators.hash_agg import AggCall, HashAgg, agg_state_schema
 from tidegate.stream.operators.project import Project
 from tidegate.stream.operators.receiver import Receiver
 
@@ -89,7 +89,8 @@ def build(plan: dict[str, Any], ctx: BuildContext) -> Operator:
             AggCall(c["kind"], c["arg"], schema.field(len(plan["group_keys"]) + i).type)
             for i, c in enumerate(plan["calls"])
         ]
-        state = StateTable(ctx.store, ctx.next_state_table_id(), AGG_STATE_SCHEMA, [0])
+        state_schema, state_pk = agg_state_schema(schema, len(plan["group_keys"]))
+        state = StateTable(ctx.store, ctx.next_state_table_id(), state_schema, state_pk)
         operator = HashAgg(child, plan["group_keys"], calls, schema, state, cache_bytes=ctx.operator_cache_bytes)
     else:
         raise ValueError(f"unknown stream plan node {kind!r}")

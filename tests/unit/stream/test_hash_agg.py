@@ -9,6 +9,7 @@ import tracemalloc
 from decimal import Decimal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from scripted import (
     DEL,
     INS,
@@ -30,7 +31,7 @@ from tidegate.common.chunk import Chunk
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import MemoryStateStore
 from tidegate.stream.messages import Barrier, Message
-from tidegate.stream.operators.hash_agg import AGG_STATE_SCHEMA, AggCall, HashAgg
+from tidegate.stream.operators.hash_agg import AggCall, HashAgg, agg_state_schema
 
 SCHEMA = pa.schema([("k", pa.int32()), ("v", pa.int32()), ("price", pa.decimal128(38, 2)), ("x", pa.float64())])
 NUMERIC = pa.decimal128(38, 10)
@@ -52,6 +53,21 @@ def agg(
         pa.schema(fields),
         state,
     )
+
+
+def agg_state(
+    store: MemoryStateStore, table_id: int, group_keys: list[int] | None = None, cls: type[StateTable] = StateTable
+) -> StateTable:
+    """The state table the builder gives a HashAgg over SCHEMA grouped by ``group_keys`` (default [0])."""
+    group_keys = [0] if group_keys is None else group_keys
+    schema, pk = agg_state_schema(pa.schema([SCHEMA.field(k) for k in group_keys]), len(group_keys))
+    return cls(store, table_id, schema, pk)
+
+
+def state_groups(rows: pa.Table) -> dict:
+    """A HashAgg state table's rows as {group key: (row count, accumulators)}."""
+    keys = zip(*(c.to_pylist() for c in rows.columns[:-1])) if rows.num_columns > 1 else [()] * rows.num_rows
+    return {key: pickle.loads(v) for key, v in zip(keys, rows.column("accumulators").to_pylist())}
 
 
 def rows(*values: tuple) -> list[tuple]:
@@ -77,7 +93,7 @@ def test_group_appears_then_vanishes_when_its_last_row_is_deleted() -> None:
 
 def test_group_inserted_and_deleted_within_one_epoch_emits_nothing() -> None:
     store = MemoryStateStore()
-    state = StateTable(store, 1, AGG_STATE_SCHEMA, [0])
+    state = agg_state(store, 1)
     messages = [
         barrier(1),
         inserts(SCHEMA, rows((1, 10), (2, 20))),
@@ -89,7 +105,7 @@ def test_group_inserted_and_deleted_within_one_epoch_emits_nothing() -> None:
     ]
     output = run(agg(messages, COUNT, state=state))
     assert per_barrier(output) == [[], [(INS, (2, 1))], []]
-    assert [pickle.loads(k) for k in store.snapshot(1, 3).column("group_key").to_pylist()] == [(2,)]
+    assert list(state_groups(store.snapshot(1, 3))) == [(2,)]
 
 
 def test_update_pair_when_a_group_value_changes_and_nothing_when_it_does_not() -> None:
@@ -319,7 +335,7 @@ class SpyStateTable(StateTable):
 
 def test_state_is_committed_before_the_barrier_goes_downstream() -> None:
     store = MemoryStateStore()
-    state = SpyStateTable(store, 7, AGG_STATE_SCHEMA, [0])
+    state = agg_state(store, 7, cls=SpyStateTable)
     calls = [("count_star", None, pa.int64()), ("sum", 1, pa.int64())]
     messages = [
         barrier(1),
@@ -338,10 +354,7 @@ def test_state_is_committed_before_the_barrier_goes_downstream() -> None:
             assert state.commits and state.commits[-1] == prev, (state.commits, message.epoch)
             assert not state.has_pending_writes
             groups = store.snapshot(7, prev)
-            decoded = {
-                pickle.loads(k): pickle.loads(v)[0]  # group key -> row count
-                for k, v in zip(groups.column("group_key").to_pylist(), groups.column("accumulators").to_pylist())
-            }
+            decoded = {key: state[0] for key, state in state_groups(groups).items()}  # group key -> row count
             seen.append((prev, decoded))
 
     run(agg(messages, calls, state=state), on_message=on_message)
@@ -518,23 +531,19 @@ def stream(epochs: list[list[Chunk]], first_epoch: int = 1, prev: int | None = N
 
 
 def bounded(messages: list[Message], store: MemoryStateStore, group_keys: list[int] | None = None) -> HashAgg:
-    state = StateTable(store, 5, AGG_STATE_SCHEMA, [0])
+    state = agg_state(store, 5, group_keys)
     operator = agg(messages, ALL_CALLS, group_keys, state)
     return HashAgg(operator.input, operator.group_keys, operator.calls, operator.schema, state, TINY_BUDGET_BYTES)
 
 
 def decoded_state(store: MemoryStateStore, epoch: int) -> dict:
-    rows = store.snapshot(5, epoch)
-    return {
-        pickle.loads(k): pickle.loads(v)
-        for k, v in zip(rows.column("group_key").to_pylist(), rows.column("accumulators").to_pylist())
-    }
+    return state_groups(store.snapshot(5, epoch))
 
 
 def test_bounded_cache_emits_exactly_what_the_unbounded_operator_emits() -> None:
     epochs = random_epochs(seed=11, epochs=40, groups=30)
     reference_store = MemoryStateStore()
-    reference = agg(stream(epochs), ALL_CALLS, state=StateTable(reference_store, 5, AGG_STATE_SCHEMA, [0]))
+    reference = agg(stream(epochs), ALL_CALLS, state=agg_state(reference_store, 5))
     expected = per_barrier(run(reference))
     store = SpyStore()
     operator = bounded(stream(epochs), store)
@@ -554,6 +563,32 @@ def test_bounded_cache_emits_exactly_what_the_unbounded_operator_emits() -> None
     assert max(bytes_after_barriers) <= TINY_BUDGET_BYTES
 
 
+def test_bounded_cache_with_string_group_keys_matches_the_unbounded_one() -> None:
+    """Variable-width group keys: evicted groups are found again by their encoded key."""
+    string_schema = pa.schema([pa.field("k", pa.string()), *list(SCHEMA)[1:]])
+
+    def as_strings(chunk: Chunk) -> Chunk:
+        keys = pc.binary_join_element_wise("g", chunk.data.column(0).cast(pa.string()), "")
+        return Chunk.of(chunk.ops, pa.RecordBatch.from_arrays([keys, *chunk.data.columns[1:]], schema=string_schema))
+
+    epochs = [[as_strings(c) for c in chunks] for chunks in random_epochs(seed=17, epochs=30, groups=40)]
+    aggregates = [pa.field(f"a{i}", t) for i, (_, _, t) in enumerate(ALL_CALLS)]
+    output_schema = pa.schema([string_schema.field(0), *aggregates])
+    calls = [AggCall(kind, arg, t) for kind, arg, t in ALL_CALLS]
+
+    def operator(store: MemoryStateStore, cache_bytes: int | None) -> HashAgg:
+        state_schema, pk = agg_state_schema(output_schema, 1)
+        state = StateTable(store, 5, state_schema, pk)
+        source = ScriptedSource(string_schema, stream(epochs))
+        return HashAgg(source, [0], calls, output_schema, state, cache_bytes)
+
+    expected = per_barrier(run(operator(MemoryStateStore(), None)))
+    store = SpyStore()
+    bounded_operator = operator(store, TINY_BUDGET_BYTES)
+    assert per_barrier(run(bounded_operator)) == expected
+    assert bounded_operator.cache is not None and bounded_operator.cache.evictions > 0 and store.lookups > 0
+
+
 def test_bounded_global_aggregate_matches_the_unbounded_one() -> None:
     epochs = random_epochs(seed=5, epochs=15, groups=4)
     expected = per_barrier(run(agg(stream(epochs), ALL_CALLS, group_keys=[])))
@@ -564,9 +599,7 @@ def test_bounded_global_aggregate_matches_the_unbounded_one() -> None:
 def test_recovery_with_a_budget_reads_groups_on_demand_and_continues_exactly() -> None:
     epochs = random_epochs(seed=23, epochs=30, groups=300)
     reference_store = MemoryStateStore()
-    expected = per_barrier(
-        run(agg(stream(epochs), ALL_CALLS, state=StateTable(reference_store, 5, AGG_STATE_SCHEMA, [0])))
-    )
+    expected = per_barrier(run(agg(stream(epochs), ALL_CALLS, state=agg_state(reference_store, 5))))
 
     store = SpyStore()
     split = 20  # the first operator stops after committing epoch `split` (its last barrier is split + 1)
@@ -603,7 +636,7 @@ def test_recovery_of_a_global_aggregate_with_a_budget_reads_its_group_back() -> 
 
 def test_no_lookup_while_every_group_fits() -> None:
     store = SpyStore()
-    state = StateTable(store, 5, AGG_STATE_SCHEMA, [0])
+    state = agg_state(store, 5)
     operator = agg(stream(random_epochs(seed=2, epochs=10, groups=20)), ALL_CALLS, state=state)
     roomy = HashAgg(operator.input, [0], operator.calls, operator.schema, state, cache_bytes=10_000_000)
     run(roomy)
@@ -615,7 +648,7 @@ def test_accounted_bytes_follow_what_the_groups_really_allocate() -> None:
     """GROUP_BYTES and friends are tracemalloc measurements: check they still describe this CPython."""
     for calls, values_per_group in [(ALL_CALLS[:3], 1), (ALL_CALLS, 1), (ALL_CALLS, 20)]:
         rows = [(v % 2000, v, Decimal(v) / 4, v / 3) for v in range(2000 * values_per_group)]
-        state = StateTable(MemoryStateStore(), 5, AGG_STATE_SCHEMA, [0])
+        state = agg_state(MemoryStateStore(), 5)
         operator = agg([barrier(1), inserts(SCHEMA, rows), barrier(2)], calls, state=state)
         operator = HashAgg(operator.input, [0], operator.calls, operator.schema, state, cache_bytes=10**12)
         tracemalloc.start()  # it sees only what is allocated after it starts

@@ -21,6 +21,10 @@ chunk, which is skipped while the cache is known to hold every group (nothing
 was evicted and the operator did not resume from a checkpoint). A cached group
 keeps the encoded state the table holds: it is the row to delete when the
 group changes again. Recovery reads nothing up front.
+
+The state table (``agg_state_schema``) is keyed by the group columns themselves,
+typed as in the output, so the state store sorts, hashes and looks up their
+memcomparable encoding with numpy; each group's accumulators are one pickled value.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tidegate.common.chunk import Chunk, Op
+from tidegate.common.keys import encode_columns, key_width
 from tidegate.state.state_table import StateTable
 from tidegate.stream.evaluator import Evaluator
 from tidegate.stream.lru_cache import LruCache
@@ -125,10 +131,13 @@ class HashAgg(Operator):
         self._extreme_sql = {
             j: self._compile_extreme_sql(call) for j, call in enumerate(calls) if call.kind in ("min", "max")
         }
+        self._key_fields = [schema.field(i) for i in range(len(group_keys))]
+        # Every encoded group key's length, when the group columns are all fixed-width.
+        self._key_width = key_width([f.type for f in self._key_fields])
         self._entry_bytes, self._extreme_value_bytes = self._accounting(calls)
-        # A new group's size until the barrier measures it: an empty state, a key of zeros, one value per extreme.
+        # A new group's size until the barrier measures it: an empty state, a key, one value per extreme.
         empty = (0, [_new_accumulator(c.kind) for c in calls])
-        encoded = len(pickle.dumps(empty)) + len(pickle.dumps((0,) * len(group_keys)))
+        encoded = len(pickle.dumps(empty)) + (self._key_width or 8 * len(group_keys))
         self._new_group_bytes = self._entry_bytes + encoded + sum(self._extreme_value_bytes.values())
 
     def _accounting(self, calls: list[AggCall]) -> tuple[int, dict[int, int]]:
@@ -276,9 +285,25 @@ class HashAgg(Operator):
         """Reload every group's state as committed at ``epoch`` (recovery without a cache budget)."""
         assert self.state is not None
         rows = self.state.snapshot(epoch)
-        for encoded_key, encoded in zip(rows.column(0).to_pylist(), rows.column(1).to_pylist()):
-            key = pickle.loads(encoded_key)
+        for key, encoded in zip(self._row_keys(rows), rows.column(len(self.group_keys)).to_pylist()):
             self._groups[key] = self._decode(key, encoded)
+
+    def _row_keys(self, rows: pa.Table) -> list[Key]:
+        """The group key of each state table row."""
+        nkeys = len(self.group_keys)
+        if not nkeys:
+            return [()] * rows.num_rows
+        return list(zip(*(rows.column(i).to_pylist() for i in range(nkeys))))
+
+    def _key_columns(self, keys: list[Key]) -> list[pa.Array]:
+        """``keys`` as the state table's typed key columns."""
+        return [pa.array([key[i] for key in keys], type=f.type) for i, f in enumerate(self._key_fields)]
+
+    def _key_lengths(self, columns: list[pa.Array], count: int) -> list[int]:
+        """The encoded length of each of ``count`` keys: what a group's key is accounted in the cache."""
+        if self._key_width is not None:
+            return [self._key_width] * count
+        return pc.binary_length(encode_columns(columns, row_count=count)).to_pylist()
 
     def _decode(self, key: Key, encoded: bytes) -> _Group:
         group = _Group.__new__(_Group)  # skips building accumulators that the decoded ones replace
@@ -306,14 +331,23 @@ class HashAgg(Operator):
 
     def _load(self, keys: list[Key]) -> dict[Key, tuple[_Group, int]]:
         """The committed groups among ``keys`` with their accounted sizes: one point lookup for all of them."""
-        encoded_keys = [pickle.dumps(key) for key in keys]
-        rows = self._read_state(pa.table({"group_key": pa.array(encoded_keys, pa.binary())}))
-        by_encoded = dict(zip(encoded_keys, keys))
+        assert self.state is not None
+        nkeys = len(self.group_keys)
+        columns = self._key_columns(keys)
+        if nkeys:
+            wanted = pa.Table.from_arrays(columns, names=self.state.schema.names[:nkeys])
+        else:  # the global aggregate's one group: a key of no columns
+            wanted = pa.table({"_": [None] * len(keys)}).select([])
+        rows = self._read_state(wanted)
+        # Found rows are matched to the wanted keys by their encoding: equal keys, equal bytes.
+        by_encoded = dict(zip(encode_columns(columns, row_count=len(keys)).to_pylist(), keys))
+        found_encoded = encode_columns(rows.columns[:nkeys], row_count=rows.num_rows).to_pylist()
+        lengths = self._key_lengths(rows.columns[:nkeys], rows.num_rows)
         loaded: dict[Key, tuple[_Group, int]] = {}
-        for encoded_key, encoded in zip(rows.column(0).to_pylist(), rows.column(1).to_pylist()):
+        for encoded_key, encoded, length in zip(found_encoded, rows.column(nkeys).to_pylist(), lengths):
             key = by_encoded[encoded_key]
             group = self._decode(key, encoded)
-            loaded[key] = (group, self._group_bytes(len(encoded_key), len(encoded), group))
+            loaded[key] = (group, self._group_bytes(length, len(encoded), group))
         return loaded
 
     def _read_state(self, keys: pa.Table) -> pa.Table:
@@ -400,29 +434,37 @@ class HashAgg(Operator):
         sizes: list[tuple[Key, int]] = []  # bounded cache: the measured size of each written group
         if self.state is not None:
             ops: list[int] = []
-            keys: list[bytes] = []
+            keys: list[Key] = []
             values: list[bytes | None] = []
+            written: list[tuple[Key, int]] = []  # bounded cache: each written group and its state's length
             for key in self._dirty:
                 group = groups[key]
-                encoded_key = pickle.dumps(key)
                 if group.written is not None:
                     ops.append(Op.DELETE)
-                    keys.append(encoded_key)
+                    keys.append(key)
                     values.append(group.written)
                 if group.rows or not has_keys:
                     new = group.written = pickle.dumps((group.rows, group.accumulators))
                     ops.append(Op.INSERT)
-                    keys.append(encoded_key)
+                    keys.append(key)
                     values.append(new)
                     if cache is not None:
-                        sizes.append((key, self._group_bytes(len(encoded_key), len(new), group)))
+                        written.append((key, len(new)))
                 else:
                     vanished.append(key)
             if ops:
+                key_columns = self._key_columns(keys)
                 batch = pa.RecordBatch.from_arrays(
-                    [pa.array(keys, pa.binary()), pa.array(values, pa.binary())], schema=self.state.schema
+                    [*key_columns, pa.array(values, pa.binary())], schema=self.state.schema
                 )
                 self.state.write(Chunk.of(np.array(ops, dtype=np.int8), batch))
+            if written:
+                columns = [] if self._key_width is not None else self._key_columns([key for key, _ in written])
+                lengths = self._key_lengths(columns, len(written))
+                sizes = [
+                    (key, self._group_bytes(length, state_bytes, groups[key]))
+                    for (key, state_bytes), length in zip(written, lengths)
+                ]
             self.state.commit(epoch)
             self._state_epoch = epoch
         elif has_keys:
@@ -465,7 +507,11 @@ def _wide_type(arrow_type: pa.DataType) -> str:
     return "DOUBLE"
 
 
-AGG_STATE_SCHEMA = pa.schema([("group_key", pa.binary()), ("accumulators", pa.binary())])
+def agg_state_schema(output: pa.Schema, key_count: int) -> tuple[pa.Schema, list[int]]:
+    """A HashAgg's state table: the ``key_count`` group columns of its ``output`` (the primary key),
+    then the group's pickled accumulators."""
+    keys = [pa.field(f"_group_key{i}", output.field(i).type) for i in range(key_count)]
+    return pa.schema([*keys, pa.field("accumulators", pa.binary())]), list(range(key_count))
 
 
 def _average(total: Any, count: int, output_type: pa.DataType) -> Any:
