@@ -134,6 +134,7 @@ def _writer(db: Any, table: str) -> tuple[Any, pa.Schema]:
 def _apply(writer: Any, schema: pa.Schema, batch: pa.RecordBatch) -> None:
     from tidegate.common.chunk import Chunk
 
+    writer.wait_for_room()  # the backpressure an INSERT statement gets
     row_ids = writer.allocate_row_ids(batch.num_rows)
     columns = [row_ids if name == "_row_id" else batch.column(name) for name in schema.names]
     writer.apply([Chunk.inserts(pa.RecordBatch.from_arrays(columns, schema=schema))])

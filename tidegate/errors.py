@@ -30,6 +30,9 @@ The tree::
     ├── IntegrityError
     │   ├── UniqueViolation            INSERT of an existing primary key without ON CONFLICT
     │   └── NotNullViolation           NULL into a NOT NULL or primary-key column
+    ├── JobFailed                      a view or table whose streaming job was stopped after failing
+    ├── WriteTimeout                   a write held back by backpressure longer than the limit
+    ├── DiskFull                       a write refused for want of disk space
     ├── ProtocolViolation              a client broke the wire protocol
     └── InternalError                  a bug or an engine failure; the message names it
 
@@ -176,6 +179,10 @@ class InternalError(TidegateError):
 
 class JobFailed(TidegateError):
     """A view whose streaming job failed repeatedly and was stopped: its rows are no longer current."""
+
+
+class WriteTimeout(TidegateError):
+    """A write that waited too long for checkpoints to make room in its table's log; not applied."""
 
 
 class DiskFull(TidegateError):

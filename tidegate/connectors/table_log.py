@@ -650,6 +650,22 @@ class TableLog:
             position = position_end
         return records
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def bytes_from(self, offset: int) -> int:
+        """Bytes of the records written at ``offset`` and after: what a replay from there reads."""
+        with self._lock:
+            total = 0
+            for segment in reversed(self._segments):
+                if segment.end_offset <= offset:
+                    break
+                start = max(offset, segment.first_offset)
+                if start < segment.end_offset:
+                    total += segment.size_bytes - segment.positions[start - segment.first_offset]
+            return total
+
     def wait_for(self, offset: int, timeout_s: float) -> bool:
         """Block until record ``offset`` is durable (end_offset() > offset); False on timeout."""
         with self._lock:

@@ -22,11 +22,21 @@ scanning the table for its largest id.
 
 One statement at a time per table: ``lock`` is held from reading the latest
 rows to appending the change, so concurrent DML serializes per table.
+
+Backpressure: a recovery replays the log from the offset of the last
+checkpoint, so with ``max_replay_bytes`` a statement calls ``wait_for_room``
+before it takes ``lock`` (holding it would stall log truncation too), and
+waits while the log holds more than that many bytes past the checkpoint.
+Writes then go at the speed the table's pipeline processes and checkpoints
+them, and the replay after a crash stays bounded however fast data comes.
+A write that cannot make room (the table's job was stopped, or no checkpoint
+moves the offset for ``REPLAY_WAIT_LIMIT_S``) is refused, never half-applied.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,11 +46,15 @@ import pyarrow.compute as pc
 
 from tidegate.common.chunk import Chunk, Op
 from tidegate.common.keys import encode_keys
+from tidegate.errors import JobFailed, WriteTimeout
 from tidegate.state.store import OP_COLUMN, StateStore, merge_deltas
 
 ROW_ID_COLUMN = "_row_id"
 ROW_ID_GENERATION_SHIFT = 40
 IMAGE_CACHE_BYTES = 64 * 2**20
+# A write held back by backpressure looks again this often, and gives up after the limit.
+REPLAY_WAIT_POLL_S = 0.5
+REPLAY_WAIT_LIMIT_S = 300.0
 
 
 class TableWriter:
@@ -53,9 +67,14 @@ class TableWriter:
         table_id: int,
         committed_offset: Callable[[int], int],
         row_id_generation: int = 0,
+        *,
+        max_replay_bytes: int | None = None,
+        job_failure: Callable[[], str | None] = lambda: None,
+        name: str = "",
     ) -> None:
         """``table_id``: the state table the table's rows are materialized in; ``committed_offset(epoch)``:
-        how far the table's source had read the log at that committed epoch."""
+        how far the table's source had read the log at that committed epoch; ``max_replay_bytes``: the
+        backpressure bound (None: none); ``job_failure()``: why the table's job was stopped, if it was."""
         self.schema = schema
         self.pk = pk
         self.pk_names = [schema.names[i] for i in pk]
@@ -70,6 +89,11 @@ class TableWriter:
         # The latest rows as of log end offset ``_image_end``, while small enough to keep.
         self._image: list[pa.Table] | None = None
         self._image_end = -1
+        self.max_replay_bytes = max_replay_bytes
+        self.job_failure = job_failure
+        self.name = name
+        # (committed epoch, the log offset its checkpoint had consumed), refreshed as epochs commit.
+        self._checkpointed = (-1, 0)
 
     # ---- reads -----------------------------------------------------------
     def latest(self) -> pa.Table:
@@ -142,6 +166,35 @@ class TableWriter:
                 self._image = [merge_deltas(pa.concat_tables(self._image), deltas, self.pk_names)]
             self._image_end = offset
             return offset
+
+    def replay_bytes(self) -> int:
+        """Bytes of log past the offset the last committed checkpoint consumed."""
+        with self.store.pin_committed() as epoch:
+            if epoch != self._checkpointed[0]:
+                self._checkpointed = (epoch, self.committed_offset(epoch) if epoch else 0)
+        return int(self.log.bytes_from(self._checkpointed[1]))
+
+    def wait_for_room(self) -> None:
+        """Backpressure: return once the log runs at most ``max_replay_bytes`` past the last checkpoint."""
+        bound = self.max_replay_bytes
+        if bound is None or self.log.bytes_from(self._checkpointed[1]) <= bound:
+            return
+        deadline = time.monotonic() + REPLAY_WAIT_LIMIT_S
+        while not self.log.closed:  # a closing database refuses the append itself
+            epoch = self.store.max_committed_epoch
+            if self.replay_bytes() <= bound:
+                return
+            failure = self.job_failure()
+            if failure is not None:
+                raise JobFailed(f"table {self.name} cannot take writes: its streaming job was stopped: {failure}")
+            if time.monotonic() > deadline:
+                raise WriteTimeout(
+                    f"canceling statement: table {self.name} has {self.replay_bytes() / 2**20:.0f} MiB of writes "
+                    f"that no checkpoint has consumed for {REPLAY_WAIT_LIMIT_S:.0f} s (limit "
+                    f"max_replay_bytes = {bound / 2**20:.0f} MiB); nothing of this statement was applied",
+                    hint="see tidegate_checkpoints and tidegate_jobs for why checkpoints do not complete",
+                )
+            self.store.wait_committed(epoch + 1, REPLAY_WAIT_POLL_S)
 
 
 def _delta(chunk: Chunk, schema: pa.Schema) -> pa.Table:

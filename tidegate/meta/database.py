@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tidegate.config import parse_size
 from tidegate.connectors.table_log import TableLog
 from tidegate.connectors.table_writer import TableWriter
 from tidegate.errors import InvalidParameterValue
@@ -35,7 +36,9 @@ from tidegate.stream.builder import materialized_table_id
 
 log = logging.getLogger(__name__)
 
-SYSTEM_SETTINGS = {"barrier_interval_ms": "1000", "checkpoint_frequency": "1"}
+# max_replay_bytes: how far a table's log may run past its last checkpoint before writes wait
+# (TableWriter's backpressure), which bounds what a recovery replays.
+SYSTEM_SETTINGS = {"barrier_interval_ms": "1000", "checkpoint_frequency": "1", "max_replay_bytes": str(64 * 2**20)}
 NO_CHECKPOINTS = "none"  # --state-store none: state in memory, rebuilt from the table logs at start
 # Trim table logs below the committed offsets once every this many checkpoints.
 LOG_TRUNCATE_EVERY_COMMITS = 10
@@ -187,7 +190,20 @@ class Database:
             materialized_table_id(relation.id),
             lambda epoch: self._committed_offset(relation, epoch),
             self._row_id_generation,
+            max_replay_bytes=self._max_replay_bytes(),
+            job_failure=lambda: self._job_failure(relation.id),
+            name=relation.name,
         )
+
+    def _max_replay_bytes(self) -> int | None:
+        """The writers' backpressure bound; none without checkpoints (every start replays whole logs)."""
+        if not isinstance(self.store, DurableStateStore):
+            return None
+        return int(self.get_system_setting("max_replay_bytes"))
+
+    def _job_failure(self, relation_id: int) -> str | None:
+        failure = self.streaming.failure_of(relation_id)
+        return None if failure is None else str(failure.error)
 
     # ---- settings -----------------------------------------------------------
     def get_system_setting(self, name: str) -> str:
@@ -203,7 +219,13 @@ class Database:
             frequency = _bounded_int(name, value, 1, 1_000_000, "a number of barriers")
             self.streaming.coordinator.checkpoint_frequency = frequency
             value = str(frequency)
+        elif name == "max_replay_bytes":
+            value = str(_size_setting(name, value, 2**20))
         self.meta.put(f"setting.{name}", value)
+        if name == "max_replay_bytes":
+            bound = self._max_replay_bytes()
+            for writer in self.writers.values():
+                writer.max_replay_bytes = bound
 
     # ---- DDL ----------------------------------------------------------------
     def next_relation_id(self) -> int:
@@ -289,6 +311,20 @@ class Database:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _size_setting(name: str, value: str, low: int) -> int:
+    """A byte size given as a number of bytes or with a unit (``64MiB``), at least ``low``."""
+    try:
+        size = parse_size(value)
+    except InvalidParameterValue:
+        size = 0
+    if size < low:
+        raise InvalidParameterValue(
+            f'invalid value for parameter "{name}": "{value}" (a size such as 64MiB or a number of bytes, '
+            f"at least {low // 2**20} MiB)"
+        )
+    return size
 
 
 def _bounded_int(name: str, value: str, low: int, high: int, what: str) -> int:

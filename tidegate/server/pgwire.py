@@ -109,6 +109,7 @@ SQLSTATE_BY_ERROR: dict[type[BaseException], str] = {
     errors.InternalError: "XX000",
     errors.JobFailed: "55000",  # object_not_in_prerequisite_state
     errors.DiskFull: "53100",
+    errors.WriteTimeout: "57014",  # query_canceled, as a statement_timeout is in PostgreSQL
     # Base classes, for errors raised without a more specific class.
     errors.SqlError: "42000",
     errors.IntegrityError: "23000",

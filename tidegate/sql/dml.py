@@ -146,6 +146,7 @@ def insert(database: Database, statement: exp.Insert, sql: str, params: Sequence
     writer = database.writer(relation)
     full = _complete_rows(relation, rows, writer)
     _check_constraints(relation, full, [c.name for c in relation.columns if not c.hidden])
+    writer.wait_for_room()
     with writer.lock:
         chunks = _resolve_conflicts(
             database, relation, writer, full, statement.args.get("conflict"), sql, table.alias or None
@@ -356,6 +357,7 @@ def update(database: Database, statement: exp.Update, sql: str, params: Sequence
         column = relation.columns[relation.column_index(name)]  # type: ignore[index]
         items.append(f'CAST({value.sql("postgres")} AS {_cast_type(column.type)}) AS "__new_{name}"')
     writer = database.writer(relation)
+    writer.wait_for_room()
     with writer.lock:
         matched = _matching_rows(database, relation, writer, statement, items, sql)
         schema = storage_schema(relation)
@@ -406,6 +408,7 @@ def delete(database: Database, statement: exp.Delete, sql: str, params: Sequence
         raise FeatureNotSupported("DELETE … USING is not supported yet")
     alias = statement.this.alias or relation.name
     writer = database.writer(relation)
+    writer.wait_for_room()
     with writer.lock:
         matched = _matching_rows(database, relation, writer, statement, [f'"{alias}".*'], sql)
         schema = storage_schema(relation)
@@ -442,6 +445,7 @@ class TableCopyIn:
         self._rows += rows.num_rows
 
     def finish(self) -> QueryResult:
+        self._writer.wait_for_room()
         if self.relation.user_pk and len(self._chunks) > 1:
             combined = pa.concat_tables([pa.Table.from_batches([c.data]) for c in self._chunks])
             with self._writer.lock:

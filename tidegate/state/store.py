@@ -63,6 +63,9 @@ class StateStore(Protocol):
     def maintain(self, epoch: int) -> None:
         """Background upkeep after a commit (compaction); runs off the stream loop."""
 
+    def wait_committed(self, epoch: int, timeout_s: float | None = None) -> bool:
+        """Block until ``epoch`` is committed; False on timeout."""
+
     def snapshot(self, table_id: int, epoch: int) -> pa.Table:
         """The table's live rows as of ``epoch`` (sealed writes, committed or not)."""
 

@@ -486,3 +486,17 @@ def test_reads_from_files_are_bounded_by_bytes(tmp_path: pathlib.Path, monkeypat
         assert [offset for offset, _ in records] == list(range(21))
         assert [seq for _, chunk in records for _, (_, seq) in chunk.rows()] == list(range(3000))
         assert [offset for offset, _ in log.read(20)] == [20]
+
+
+def test_bytes_from_counts_the_records_a_replay_would_read(tmp_path: pathlib.Path) -> None:
+    with TableLog(tmp_path / "log", SMALL_SCHEMA, fsync=False, segment_bytes_max=4096) as log:
+        sizes = []
+        for seq in range(20):
+            before = sum(p.stat().st_size for p in (tmp_path / "log").glob("*.seg"))
+            log.append(small_chunk(0, seq, rows=seq + 1))
+            sizes.append(sum(p.stat().st_size for p in (tmp_path / "log").glob("*.seg")) - before)
+        assert len(list((tmp_path / "log").glob("*.seg"))) > 1  # spans segments
+        for offset in (0, 1, 7, 19, 20, 25):
+            assert log.bytes_from(offset) == sum(sizes[offset:]), offset
+        log.truncate_before(10)
+        assert log.bytes_from(0) <= sum(sizes) and log.bytes_from(12) == sum(sizes[12:])
