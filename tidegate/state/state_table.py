@@ -29,7 +29,12 @@ class StateTable:
         store.register_table(table_id, schema, pk)
 
     def write(self, chunk: Chunk) -> None:
-        """Apply a chunk of row changes (deletes carry the full row)."""
+        """Apply a chunk of row changes (deletes carry the full row).
+
+        The last change of a key in an epoch decides: an insert or update-insert makes the row live
+        (an update-insert without its update-delete replaces the row of that key: an upsert), a
+        delete or update-delete removes it.
+        """
         if len(chunk) == 0:
             return
         data = chunk.data

@@ -20,7 +20,8 @@ are not cached are read back from the state table by one point lookup per
 chunk, which is skipped while the cache is known to hold every group (nothing
 was evicted and the operator did not resume from a checkpoint). A cached group
 keeps the encoded state the table holds: it is the row to delete when the
-group changes again. Recovery reads nothing up front.
+group vanishes (a changed group's new state is written as an update-insert
+that replaces the old row). Recovery reads nothing up front.
 
 The state table (``agg_state_schema``) is keyed by the group columns themselves,
 typed as in the output, so the state store sorts, hashes and looks up their
@@ -79,7 +80,7 @@ class _Group:
     """One group's accumulators.
 
     ``emitted`` is the output row downstream currently holds; ``written`` the encoded state the
-    state table holds, which is the exact row to delete when the group changes again.
+    state table holds (None: the table has no row for it), the exact row to delete when it vanishes.
     """
 
     __slots__ = ("accumulators", "emitted", "rows", "written")
@@ -439,18 +440,20 @@ class HashAgg(Operator):
             written: list[tuple[Key, int]] = []  # bounded cache: each written group and its state's length
             for key in self._dirty:
                 group = groups[key]
-                if group.written is not None:
-                    ops.append(Op.DELETE)
-                    keys.append(key)
-                    values.append(group.written)
                 if group.rows or not has_keys:
+                    # A changed group's new state alone (U+) replaces its old row: half the rows of a
+                    # delete-and-insert pair for the store to sort and the checkpoint to upload.
+                    ops.append(Op.INSERT if group.written is None else Op.UPDATE_INSERT)
                     new = group.written = pickle.dumps((group.rows, group.accumulators))
-                    ops.append(Op.INSERT)
                     keys.append(key)
                     values.append(new)
                     if cache is not None:
                         written.append((key, len(new)))
                 else:
+                    if group.written is not None:
+                        ops.append(Op.DELETE)
+                        keys.append(key)
+                        values.append(group.written)
                     vanished.append(key)
             if ops:
                 key_columns = self._key_columns(keys)
