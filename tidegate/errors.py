@@ -16,7 +16,7 @@ The tree::
     │   ├── GroupingError              a column neither grouped nor aggregated
     │   ├── DependentObjectsExist      DROP of a relation others read, without CASCADE
     │   ├── WrongObjectType            DROP TABLE of a view, INSERT into a view, ...
-    │   ├── InvalidParameterValue      SET of a setting to a value it does not accept
+    │   ├── InvalidParameterValue      SET of a setting to a value it does not accept; a bad source option
     │   ├── UndefinedObject            SET / SHOW of a setting that does not exist
     │   ├── InvalidColumnReference     GROUP BY / ORDER BY position out of range, bad ON CONFLICT target
     │   └── FeatureNotSupported        valid SQL that tidegate does not run (yet)
@@ -110,7 +110,7 @@ class WrongObjectType(SqlError):
 
 
 class InvalidParameterValue(SqlError):
-    """SET of an unknown setting, or a value it does not accept."""
+    """SET of an unknown setting, or a value it does not accept; an unknown or bad source option."""
 
 
 class UndefinedObject(SqlError):

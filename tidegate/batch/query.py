@@ -22,7 +22,7 @@ from tidegate.common.duck import connect, translate_error
 from tidegate.common.result import Column, QueryResult
 from tidegate.common.sqltext import name_select_items, position_of, to_duckdb
 from tidegate.common.types import SqlType, from_arrow
-from tidegate.errors import JobFailed, UndefinedRelation
+from tidegate.errors import FeatureNotSupported, JobFailed, UndefinedRelation
 from tidegate.meta.catalog import Relation, RelationKind
 from tidegate.meta.database import Database
 from tidegate.meta.runtime import MAX_FAILURES
@@ -73,6 +73,13 @@ def referenced_relations(
         relation = database.catalog.get(name)
         if relation is None:
             raise UndefinedRelation(f'relation "{name}" does not exist', position=position_of(table))
+        if relation.kind is RelationKind.SOURCE:
+            # A source stores nothing: only a view over it runs its generator.
+            raise FeatureNotSupported(
+                f'source "{name}" cannot be queried directly: create a materialized view over it and query that',
+                position=position_of(table),
+                hint=f"CREATE MATERIALIZED VIEW v AS SELECT ... FROM {name}; then SELECT ... FROM v.",
+            )
         found[name] = relation
     return found
 

@@ -23,10 +23,13 @@ from tidegate.common.types import SqlType, parse_type_name
 class RelationKind(StrEnum):
     TABLE = "table"
     MATERIALIZED_VIEW = "materialized view"
+    # No storage and no job: every view reading it runs the connector itself.
+    SOURCE = "source"
 
     @property
     def pg_relkind(self) -> str:
-        return {"table": "r", "materialized view": "m"}[self.value]
+        # A source is shown as PostgreSQL shows a foreign table.
+        return {"table": "r", "materialized view": "m", "source": "f"}[self.value]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Relation:
     dependencies: list[int] = field(default_factory=list)
     # The stream plan, serialized by ``tidegate.sql.plan``; empty for tables.
     plan: dict[str, Any] = field(default_factory=dict)
+    # A source's WITH options (connector = 'nexmark', …); empty for tables and views.
+    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def visible_columns(self) -> list[ColumnDef]:
@@ -78,6 +83,7 @@ class Relation:
             "definition": self.definition,
             "dependencies": self.dependencies,
             "plan": self.plan,
+            "options": self.options,
         }
 
     @staticmethod
@@ -94,6 +100,7 @@ class Relation:
             definition=data["definition"],
             dependencies=list(data["dependencies"]),
             plan=data["plan"],
+            options=dict(data.get("options") or {}),  # absent before sources existed
         )
 
 

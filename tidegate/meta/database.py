@@ -128,8 +128,10 @@ class Database:
         for relation in tables:
             schema = storage_schema(relation)
             self.logs[relation.id] = TableLog(self.data_dir / "tables" / str(relation.id), schema, fsync=self.fsync)
-        if relations:
-            self.streaming.create_jobs(relations, self.logs, backfill=False)
+        # Sources have no job: the views reading them run their generators.
+        with_jobs = [r for r in relations if r.kind is not RelationKind.SOURCE]
+        if with_jobs:
+            self.streaming.create_jobs(with_jobs, self.logs, backfill=False)
         epoch = self.store.max_committed_epoch
         for relation in tables:
             self.writers[relation.id] = self._writer(relation)
@@ -138,12 +140,12 @@ class Database:
         orphans = [t for t in self.store.recovered_table_ids() if t >> 16 not in listed]
         for table_id in orphans:
             self.store.drop_table(table_id)
-        if orphans and not relations:
+        if orphans and not with_jobs:
             # No job will checkpoint: commit a version without them now.
             self.store.commit_version(epoch, self.store.sync(epoch))
         if isinstance(self.store, DurableStateStore):
             self.streaming.coordinator.on_commit.append(self._after_commit)
-        if relations:
+        if with_jobs:
             # Replay every acknowledged write past the checkpoint before serving reads.
             self.streaming.flush()
             log.info("recovered %d relations at epoch %d", len(relations), epoch)
@@ -245,6 +247,12 @@ class Database:
                 raise
             self.catalog.add(relation)
 
+    def create_source(self, relation: Relation) -> None:
+        """A source is only a catalog entry: no storage, no job."""
+        with self.ddl_lock:
+            self.meta.put_relation(relation.to_json())
+            self.catalog.add(relation)
+
     def create_materialized_view(self, relation: Relation) -> None:
         with self.ddl_lock:
             self.streaming.create_jobs([relation], self.logs, backfill=True)
@@ -294,7 +302,9 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        if self.streaming.coordinator.failure is None and self.catalog.relations():
+        if self.streaming.coordinator.failure is None and any(
+            r.kind is not RelationKind.SOURCE for r in self.catalog.relations()
+        ):
             # A last checkpoint, so the next start has nothing to replay.
             try:
                 self.streaming.flush()

@@ -7,7 +7,8 @@ an inline checkpoint executor and a fake clock.
 
 This release runs one actor per relation: a table's actor is its log source
 followed by Materialize; a view's actor is its operator chain (fed by the
-actors of the relations it reads) followed by Materialize.
+actors of the relations it reads, or by a source generator of its own)
+followed by Materialize. A source relation has no actor.
 
 Recovery at run time (DESIGN §5 step 6): when an actor fails, every actor is
 stopped, epochs that were collected everywhere are still committed, the state
@@ -208,9 +209,9 @@ class StreamingRuntime:
             assert log is not None, relation.name
             offsets = StateTable(self.store, materialized.table_id | 1, OFFSET_SCHEMA, [0])
             table_ids.append(offsets.table_id)
-            source = TableSource(log, offsets, schema, relation.id)
-            new_sources[relation.id] = source.inject
-            root = Materialize(source, materialized)
+            table_source = TableSource(log, offsets, schema, relation.id)
+            new_sources[relation.id] = table_source.inject
+            root = Materialize(table_source, materialized)
         else:
             ctx = BuildContext(
                 store=self.store,
@@ -224,6 +225,10 @@ class StreamingRuntime:
             chain = build(relation.plan["stream"], ctx)
             root = Materialize(chain, materialized)
             inputs = ctx.inputs
+            # The coordinator injects barriers per actor: one source per job, and no input besides it.
+            assert len(ctx.sources) <= 1 and not (ctx.sources and inputs), relation.name
+            for _, source in ctx.sources:
+                new_sources[relation.id] = source.inject
             table_ids += [(relation.id << 16) | n for n in range(1, ctx._next_state_table)]
         actor = Actor(relation.id, root, Dispatcher(relation.id), self.coordinator, name=relation.name)
         return _Job(relation, actor, table_ids=table_ids, inputs=inputs, log=log)

@@ -18,11 +18,13 @@ from sqlglot import exp
 from tidegate.batch.query import run_select, select_arrow
 from tidegate.common.result import Column, QueryResult
 from tidegate.common.types import TEXT, from_arrow
-from tidegate.errors import FeatureNotSupported, InvalidParameterValue, SqlError, UndefinedObject
+from tidegate.errors import DuplicateObject, FeatureNotSupported, InvalidParameterValue, SqlError, UndefinedObject
 from tidegate.meta.catalog import Catalog, RelationKind
 from tidegate.meta.database import SYSTEM_SETTINGS, Database
 from tidegate.sql import ddl, dml
 from tidegate.sql.dialect import (
+    CreateSource,
+    DropSource,
     Explain,
     Flush,
     SetVariable,
@@ -102,6 +104,10 @@ class Session:
             return QueryResult("SET")
         if isinstance(statement, Explain):
             return self._explain(statement.statement)
+        if isinstance(statement, CreateSource):
+            return self._create_source(statement, sql)
+        if isinstance(statement, DropSource):
+            return self._drop_source(statement)
         return self._execute_tree(statement, sql, params)
 
     def describe(self, sql: str, param_oids: list[int]) -> tuple[list[int], list[Column] | None]:
@@ -213,6 +219,25 @@ class Session:
                 return QueryResult("CREATE MATERIALIZED VIEW")
         raise FeatureNotSupported(f"CREATE {'MATERIALIZED ' if materialized else ''}{kind} is not supported")
 
+    def _create_source(self, statement: CreateSource, sql: str) -> QueryResult:
+        with self.db.ddl_lock:
+            existing = self.catalog.get(statement.name)
+            if existing is not None and statement.if_not_exists:
+                return QueryResult("CREATE SOURCE", notices=[f'relation "{existing.name}" already exists, skipping'])
+            if existing is not None:
+                raise DuplicateObject(f'relation "{statement.name}" already exists')
+            relation = ddl.bind_create_source(statement, self.db.next_relation_id(), sql)
+            self.db.create_source(relation)
+        return QueryResult("CREATE SOURCE")
+
+    def _drop_source(self, statement: DropSource) -> QueryResult:
+        with self.db.ddl_lock:
+            relations = ddl.bind_drop_source(statement, self.catalog)
+            if not relations:
+                return QueryResult("DROP SOURCE", notices=["source does not exist, skipping"])
+            self.db.drop_relations(relations)
+        return QueryResult("DROP SOURCE")
+
     def _drop(self, statement: exp.Drop) -> QueryResult:
         kind = (statement.args.get("kind") or "").upper()
         with self.db.ddl_lock:
@@ -224,8 +249,9 @@ class Session:
         return QueryResult(tag)
 
     def _show(self, name: str) -> QueryResult:
-        if name in ("tables", "materialized views"):
-            kind = RelationKind.TABLE if name == "tables" else RelationKind.MATERIALIZED_VIEW
+        if name in ("tables", "materialized views", "sources"):
+            kinds = {"tables": RelationKind.TABLE, "sources": RelationKind.SOURCE}
+            kind = kinds.get(name, RelationKind.MATERIALIZED_VIEW)
             rows = [(r.name,) for r in self.catalog.relations() if r.kind is kind]
             return QueryResult(f"SHOW {len(rows)}", [Column("Name", TEXT)], sorted(rows))
         if name == "all":

@@ -1,4 +1,4 @@
-"""Binding of DDL: CREATE TABLE, CREATE MATERIALIZED VIEW and DROP become catalog changes."""
+"""Binding of DDL: CREATE TABLE, CREATE SOURCE, CREATE MATERIALIZED VIEW and DROP become catalog changes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from sqlglot import exp
 
 from tidegate.common.sqltext import position_of
 from tidegate.common.types import BIGINT, parse_type_name
+from tidegate.connectors.nexmark_options import parse_nexmark_options, source_columns
 from tidegate.connectors.table_writer import ROW_ID_COLUMN
 from tidegate.errors import (
     DependentObjectsExist,
@@ -19,6 +20,7 @@ from tidegate.errors import (
     WrongObjectType,
 )
 from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind
+from tidegate.sql.dialect import CreateSource, DropSource
 from tidegate.sql.planner import plan_materialized_view
 
 
@@ -86,6 +88,36 @@ def bind_create_table(create: exp.Create, catalog: Catalog, relation_id: int, sq
     )
 
 
+def bind_create_source(create: CreateSource, relation_id: int, sql: str) -> Relation:
+    """A nexmark source: its columns are fixed by the table type; a declared list must name them."""
+    options = dict(create.options)
+    parsed = parse_nexmark_options(options)
+    fixed = source_columns(parsed)
+    if create.columns is not None:
+        declared = [name for name, _ in create.columns]
+        expected = [name for name, _ in fixed]
+        if declared != expected:
+            raise InvalidTableDefinition(
+                f"the columns of a nexmark {options['nexmark.table.type'].lower()} source are fixed: "
+                f"({', '.join(expected)}), got ({', '.join(declared)})",
+                hint="Leave out the column list to get them.",
+            )
+        for _, type_text in create.columns:
+            parse_type_name(type_text)  # an unknown type is still an error
+    columns = [ColumnDef(name, sql_type) for name, sql_type in fixed]
+    # The event number: unique and the same on every replay, so it keys the rows of views.
+    columns.append(ColumnDef(ROW_ID_COLUMN, BIGINT, False, hidden=True))
+    return Relation(
+        id=relation_id,
+        name=create.name,
+        kind=RelationKind.SOURCE,
+        columns=columns,
+        pk=[len(columns) - 1],
+        definition=sql,
+        options=options,
+    )
+
+
 def bind_create_materialized_view(create: exp.Create, catalog: Catalog, relation_id: int, sql: str) -> Relation:
     name = create.this.name
     select = create.args.get("expression")
@@ -115,18 +147,31 @@ def bind_drop(drop: exp.Drop, catalog: Catalog) -> list[Relation]:
         raise FeatureNotSupported(f"DROP {kind} is not supported")
     cascade = bool(drop.args.get("cascade"))
     targets = drop.args.get("tables") or drop.expressions or [drop.this]
+    names = [(target.name, position_of(target)) for target in targets]
+    return _drop_targets(catalog, names, expected, bool(drop.args.get("exists")), cascade)
+
+
+def bind_drop_source(drop: DropSource, catalog: Catalog) -> list[Relation]:
+    """Like ``bind_drop``, for DROP SOURCE."""
+    names: list[tuple[str, int | None]] = [(name, None) for name in drop.names]
+    return _drop_targets(catalog, names, RelationKind.SOURCE, drop.if_exists, drop.cascade)
+
+
+def _drop_targets(
+    catalog: Catalog, names: list[tuple[str, int | None]], expected: RelationKind, if_exists: bool, cascade: bool
+) -> list[Relation]:
     ordered: list[Relation] = []
-    for target in targets:
-        relation = catalog.get(target.name)
+    what = {RelationKind.TABLE: "table", RelationKind.SOURCE: "source"}.get(expected, "materialized view")
+    for name, position in names:
+        relation = catalog.get(name)
         if relation is None:
-            if drop.args.get("exists"):
+            if if_exists:
                 continue
-            what = "table" if expected is RelationKind.TABLE else "materialized view"
-            raise UndefinedRelation(f'{what} "{target.name}" does not exist', position=position_of(target))
+            raise UndefinedRelation(f'{what} "{name}" does not exist', position=position)
         if relation.kind is not expected:
-            what = "a table" if expected is RelationKind.TABLE else "a materialized view"
+            article = "an" if what[0] in "aeiou" else "a"
             raise WrongObjectType(
-                f'"{relation.name}" is not {what}', hint=f"Use DROP {_drop_word(relation.kind)} to remove it."
+                f'"{relation.name}" is not {article} {what}', hint=f"Use DROP {_drop_word(relation.kind)} to remove it."
             )
         for dependent in _dependents_first(catalog, relation):
             if dependent.id != relation.id and not cascade and dependent not in ordered:
@@ -141,7 +186,7 @@ def bind_drop(drop: exp.Drop, catalog: Catalog) -> list[Relation]:
 
 
 def _drop_word(kind: RelationKind) -> str:
-    return "TABLE" if kind is RelationKind.TABLE else "MATERIALIZED VIEW"
+    return {RelationKind.TABLE: "TABLE", RelationKind.SOURCE: "SOURCE"}.get(kind, "MATERIALIZED VIEW")
 
 
 def _dependents_first(catalog: Catalog, relation: Relation) -> list[Relation]:

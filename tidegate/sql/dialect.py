@@ -1,14 +1,16 @@
 """The tidegate SQL dialect: PostgreSQL as sqlglot reads it, plus tidegate's own statements.
 
 Statements sqlglot does not know (FLUSH, SHOW …, EXPLAIN, SET forms it leaves
-as commands) are recognised here by their leading keywords and returned as
-small typed statements; everything else is a sqlglot expression tree. Parse
-errors become ``SqlSyntaxError`` with PostgreSQL's 1-based position.
+as commands, CREATE SOURCE, DROP SOURCE) are recognised here by their leading
+keywords and returned as small typed statements; everything else is a sqlglot
+expression tree. Parse errors become ``SqlSyntaxError`` with PostgreSQL's
+1-based position.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import sqlglot
@@ -18,7 +20,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.tokens import TokenType
 
-from tidegate.errors import SqlSyntaxError
+from tidegate.errors import SqlError, SqlSyntaxError
 
 
 class Tidegate(Postgres):
@@ -51,7 +53,23 @@ class TransactionControl:
     tag: str  # BEGIN, COMMIT, ROLLBACK
 
 
-Statement = exp.Expression | Flush | Show | SetVariable | Explain | TransactionControl
+@dataclass(frozen=True)
+class CreateSource:
+    name: str
+    # The declared (name, type text) columns, or None when the statement lists none.
+    columns: tuple[tuple[str, str], ...] | None
+    options: tuple[tuple[str, str], ...]  # WITH (key = 'value', …), keys lower-cased, in order
+    if_not_exists: bool = False
+
+
+@dataclass(frozen=True)
+class DropSource:
+    names: tuple[str, ...]
+    if_exists: bool = False
+    cascade: bool = False
+
+
+Statement = exp.Expression | Flush | Show | SetVariable | Explain | TransactionControl | CreateSource | DropSource
 
 _SET = re.compile(
     r"^\s*SET\s+(?:(?:SESSION|LOCAL)\s+)?([A-Za-z_][\w.]*)\s*(?:=|\s+TO\s+)\s*(.+?)\s*;?\s*$",
@@ -62,6 +80,17 @@ _RESET = re.compile(r"^\s*RESET\s+([A-Za-z_][\w.]*)\s*;?\s*$", re.IGNORECASE)
 _SHOW = re.compile(r"^\s*SHOW\s+(.+?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:\((?:[^)]*)\)\s*|VERBOSE\s+)?(.+?)\s*;?\s*$", re.I | re.S)
 _TRANSACTION = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT)\b.*$", re.IGNORECASE | re.DOTALL)
+
+
+_IDENTIFIER = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
+_CREATE_SOURCE = re.compile(
+    rf"^\s*CREATE\s+SOURCE\s+(IF\s+NOT\s+EXISTS\s+)?({_IDENTIFIER})\s*(.*)$", re.IGNORECASE | re.DOTALL
+)
+_DROP_SOURCE = re.compile(
+    rf"^\s*DROP\s+SOURCE\s+(IF\s+EXISTS\s+)?({_IDENTIFIER}(?:\s*,\s*{_IDENTIFIER})*)\s*(CASCADE|RESTRICT)?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_OPTION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=\s*('(?:[^']|'')*'|[\w.+-]+)\s*$", re.DOTALL)
 
 
 def split_statements(sql: str) -> list[str]:
@@ -110,6 +139,11 @@ def parse_statement(sql: str) -> Statement:
         return SetVariable(match.group(1).lower(), _unquote(match.group(2)))
     if upper.startswith("EXPLAIN") and (match := _EXPLAIN.match(stripped)):
         return Explain(match.group(1))
+    if match := _CREATE_SOURCE.match(stripped):
+        return _create_source(match)
+    if match := _DROP_SOURCE.match(stripped):
+        names = tuple(_identifier(n) for n in _split_top_level(match.group(2)))
+        return DropSource(names, bool(match.group(1)), (match.group(3) or "").upper() == "CASCADE")
     return parse_sql(stripped)
 
 
@@ -142,6 +176,82 @@ def _syntax_error(sql: str, error: ParseError) -> SqlSyntaxError:
         position = offset + col - len(highlight) + 1 if highlight else offset + col
     near = f' at or near "{highlight}"' if highlight else " at end of input"
     return SqlSyntaxError(f"syntax error{near}", position=position)
+
+
+def _create_source(match: re.Match[str]) -> CreateSource:
+    """``CREATE SOURCE name [(column type, …)] WITH (key = 'value', …)``."""
+    name = _identifier(match.group(2))
+    rest = match.group(3).strip()
+    columns: tuple[tuple[str, str], ...] | None = None
+    if rest.startswith("("):
+        inside, rest = _parenthesized(rest)
+        columns = tuple(_column(item) for item in _split_top_level(inside))
+    with_match = re.match(r"^WITH\s*(\(.*)$", rest, re.IGNORECASE | re.DOTALL)
+    if with_match is None:
+        raise SqlSyntaxError("CREATE SOURCE needs WITH (connector = '…', …)")
+    inside, rest = _parenthesized(with_match.group(1))
+    if rest.strip():
+        raise SqlSyntaxError(f'syntax error at or near "{rest.split()[0]}"')
+    options: list[tuple[str, str]] = []
+    for item in _split_top_level(inside):
+        option = _OPTION.match(item)
+        if option is None:
+            raise SqlSyntaxError(f"syntax error in WITH option {item.strip()!r} (expected key = 'value')")
+        key = option.group(1).lower()
+        if any(k == key for k, _ in options):
+            raise SqlError(f'option "{key}" specified more than once')
+        value = option.group(2)
+        options.append((key, value[1:-1].replace("''", "'") if value.startswith("'") else value))
+    return CreateSource(name, columns, tuple(options), bool(match.group(1)))
+
+
+def _unquoted(text: str) -> Iterator[tuple[int, str, int]]:
+    """(index, character, parentheses open after it) of every character outside quotes."""
+    depth, quote = 0, ""
+    for i, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        else:
+            depth += (char == "(") - (char == ")")
+            yield i, char, depth
+
+
+def _parenthesized(text: str) -> tuple[str, str]:
+    """``(inside) rest`` → (inside, rest), quotes respected."""
+    assert text.startswith("(")
+    for i, char, depth in _unquoted(text):
+        if char == ")" and depth == 0:
+            return text[1:i], text[i + 1 :].strip()
+    raise SqlSyntaxError("syntax error at end of input (unbalanced parentheses)")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside parentheses and quotes."""
+    items: list[str] = []
+    start = 0
+    for i, char, depth in _unquoted(text):
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item for item in items if item.strip()]
+
+
+def _column(item: str) -> tuple[str, str]:
+    match = re.match(rf"^\s*({_IDENTIFIER})\s+(.+?)\s*$", item, re.DOTALL)
+    if match is None:
+        raise SqlSyntaxError(f"syntax error in column definition {item.strip()!r} (expected name type)")
+    return _identifier(match.group(1)), match.group(2)
+
+
+def _identifier(text: str) -> str:
+    """Unquoted identifiers fold to lower case, quoted ones keep theirs, as in PostgreSQL."""
+    text = text.strip()
+    if text.startswith('"'):
+        return text[1:-1].replace('""', '"')
+    return text.lower()
 
 
 def _unquote(value: str) -> str:

@@ -47,7 +47,7 @@ def target_table(database: Database, table: exp.Table, verb: str) -> Relation:
     if relation is None:
         raise UndefinedRelation(f'relation "{table.name}" does not exist', position=position_of(table))
     if relation.kind is not RelationKind.TABLE:
-        raise WrongObjectType(f'cannot {verb} materialized view "{relation.name}"')
+        raise WrongObjectType(f'cannot {verb} {relation.kind.value} "{relation.name}"')
     return relation
 
 

@@ -7,7 +7,7 @@ DuckDB for the type over an empty input, so plan types and runtime types agree.
 
 Shapes planned in this release::
 
-    scan → [filter WHERE] → project                           (no aggregation)
+    scan|source → [filter WHERE] → project                    (no aggregation)
     scan → [filter WHERE] → project(keys, args) → hash_agg
          → [filter HAVING] → project(select list)             (GROUP BY / aggregates)
 
@@ -40,7 +40,7 @@ from tidegate.errors import (
     UndefinedFunction,
     UndefinedRelation,
 )
-from tidegate.meta.catalog import Catalog, ColumnDef, Relation
+from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind
 
 
 @dataclass
@@ -147,11 +147,7 @@ def plan_materialized_view(select: exp.Expression, catalog: Catalog) -> PlannedV
         raise FeatureNotSupported("window functions in a materialized view are not supported yet")
     relation, alias, _table_node = _single_relation(select, catalog)
     scope = _scan_scope(relation, alias)
-    plan: dict[str, Any] = {
-        "op": "scan",
-        "relation_id": relation.id,
-        "display": f"StreamScan {{ {relation.name} }}",
-    }
+    plan = _scan_plan(relation)
     compiler = ExpressionCompiler(scope)
 
     where = select.args.get("where")
@@ -173,6 +169,20 @@ def plan_materialized_view(select: exp.Expression, catalog: Catalog) -> PlannedV
     if select.args.get("group") or has_aggregates:
         return _plan_aggregation(select, items, compiler, plan, relation)
     return _plan_projection(items, compiler, plan, relation)
+
+
+def _scan_plan(relation: Relation) -> dict[str, Any]:
+    if relation.kind is RelationKind.SOURCE:
+        # The view's job runs the source's generator itself (docs/design/20261127_nexmark_source.md).
+        return {
+            "op": "source",
+            "relation_id": relation.id,
+            "connector": relation.options["connector"].lower(),
+            "options": dict(relation.options),
+            "schema": [[c.name, _type_text(c.type)] for c in relation.columns],
+            "display": f"StreamSource {{ {relation.name} }}",
+        }
+    return {"op": "scan", "relation_id": relation.id, "display": f"StreamScan {{ {relation.name} }}"}
 
 
 def _single_relation(select: exp.Select, catalog: Catalog) -> tuple[Relation, str | None, exp.Table]:

@@ -5,6 +5,9 @@ stored in the catalog, so a restart rebuilds the same operators. Node kinds:
 
 - ``{"op": "scan", "relation_id": R}``: the stream of relation R (its changes,
   preceded by its snapshot when the job is being created: backfill);
+- ``{"op": "source", "relation_id": R, "connector": "nexmark", "options": {…},
+  "schema": [[name, type], …]}``: a generator of source R's events, run inside
+  this job (the options are validated by ``connectors.nexmark_options``);
 - ``{"op": "filter", "condition": SQL, "input": …}``;
 - ``{"op": "project", "exprs": [SQL, …], "schema": [[name, type], …], "input": …}``;
 - ``{"op": "hash_agg", "group_keys": [i, …], "calls": [{"kind", "arg", "type"}, …],
@@ -21,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from tidegate.common.types import parse_type_name
+from tidegate.connectors.nexmark_options import parse_nexmark_options
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import StateStore
 from tidegate.stream.channel import Channel
@@ -28,8 +32,10 @@ from tidegate.stream.operator import CheckedOperator, Operator
 from tidegate.stream.operators.backfill import Backfill
 from tidegate.stream.operators.filter import Filter
 from tidegate.stream.operators.hash_agg import AggCall, HashAgg, agg_state_schema
+from tidegate.stream.operators.nexmark_source import NexmarkSource
 from tidegate.stream.operators.project import Project
 from tidegate.stream.operators.receiver import Receiver
+from tidegate.stream.operators.table_source import OFFSET_SCHEMA
 
 # State table ids: relation R's materialized rows live in table R << 16; its
 # internal operator states in (R << 16) | n, n >= 1.
@@ -57,6 +63,8 @@ class BuildContext:
     operator_cache_bytes: int | None = None
     # Filled by the builder: the channel each scanned relation must feed.
     inputs: dict[int, Channel] = field(default_factory=dict)
+    # Filled by the builder: the sources this job runs itself, with the source relation each generates.
+    sources: list[tuple[int, NexmarkSource]] = field(default_factory=list)
     _next_state_table: int = 1
 
     def next_state_table_id(self) -> int:
@@ -77,6 +85,8 @@ def build(plan: dict[str, Any], ctx: BuildContext) -> Operator:
         if ctx.backfill:
             receiver = Backfill(receiver, ctx.store, materialized_table_id(relation_id))
         return _checked(receiver, ctx)
+    if kind == "source":
+        return _checked(_build_source(plan, ctx), ctx)
     child = build(plan["input"], ctx)
     operator: Operator
     if kind == "filter":
@@ -95,6 +105,16 @@ def build(plan: dict[str, Any], ctx: BuildContext) -> Operator:
     else:
         raise ValueError(f"unknown stream plan node {kind!r}")
     return _checked(operator, ctx)
+
+
+def _build_source(plan: dict[str, Any], ctx: BuildContext) -> NexmarkSource:
+    assert plan["connector"] == "nexmark", plan["connector"]
+    offsets = StateTable(ctx.store, ctx.next_state_table_id(), OFFSET_SCHEMA, [0])
+    source = NexmarkSource(
+        parse_nexmark_options(plan["options"]), offsets, schema_from_plan(plan["schema"]), ctx.actor_id
+    )
+    ctx.sources.append((plan["relation_id"], source))
+    return source
 
 
 def _checked(operator: Operator, ctx: BuildContext) -> Operator:

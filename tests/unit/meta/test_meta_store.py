@@ -77,6 +77,15 @@ def test_relation_round_trip(make_store: Callable[[], MetaStore]) -> None:
     assert store.load_relations() == []
 
 
+def test_relation_options_round_trip_and_older_json_reads_without_them() -> None:
+    source = Relation.from_json(relation_json(1003, kind="source", options={"connector": "nexmark"}))
+    assert source.kind is RelationKind.SOURCE and source.options == {"connector": "nexmark"}
+    assert Relation.from_json(source.to_json()) == source
+    older = relation_json(1004)
+    del older["options"]  # written before sources existed
+    assert Relation.from_json(older).options == {}
+
+
 def test_facts_round_trip(make_store: Callable[[], MetaStore]) -> None:
     store = make_store()
     assert store.get("max_committed_epoch") is None

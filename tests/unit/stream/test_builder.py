@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 from scripted import DEL, INS, UD, UI, barrier, chunk, inserts, per_barrier
 
+from tidegate.connectors.nexmark_options import parse_nexmark_options, source_columns
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import MemoryStateStore
 from tidegate.stream.builder import BuildContext, build, materialized_table_id
@@ -16,6 +17,7 @@ from tidegate.stream.messages import Message, StopMutation
 from tidegate.stream.operator import CheckedOperator, Operator
 from tidegate.stream.operators.backfill import Backfill
 from tidegate.stream.operators.hash_agg import HashAgg
+from tidegate.stream.operators.nexmark_source import NexmarkSource
 
 UPSTREAM = 3
 VIEW = 8
@@ -104,3 +106,26 @@ def test_backfill_wraps_the_scan_and_reads_the_upstream_materialized_table() -> 
 def test_an_unknown_node_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown stream plan node"):
         build({"op": "teleport", "input": {"op": "scan", "relation_id": UPSTREAM}}, context(MemoryStateStore()))
+
+
+def test_a_source_node_builds_a_generator_the_job_registers_with_an_offsets_table_of_the_view() -> None:
+    options = {"connector": "nexmark", "nexmark.table.type": "person", "nexmark.event.num": "100"}
+    columns = [[name, sql_type.kind] for name, sql_type in source_columns(parse_nexmark_options(options))]
+    plan = {
+        "op": "project",
+        "exprs": ["_0", f"_{len(columns)}"],
+        "schema": [["id", "bigint"], ["_row_id", "bigint"]],
+        "input": {
+            "op": "source",
+            "relation_id": UPSTREAM,
+            "connector": "nexmark",
+            "options": options,
+            "schema": [*columns, ["_row_id", "bigint"]],
+        },
+    }
+    ctx = context(MemoryStateStore())
+    build(plan, ctx)
+    assert ctx.inputs == {}  # nothing feeds it: the coordinator injects barriers into the source
+    [(relation_id, source)] = ctx.sources
+    assert relation_id == UPSTREAM and isinstance(source, NexmarkSource)
+    assert source.offsets.table_id == (VIEW << 16) | 1 and ctx._next_state_table == 2

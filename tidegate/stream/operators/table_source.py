@@ -40,12 +40,11 @@ class TableSource(Operator):
         # (barrier, log end offset when it was injected): everything acknowledged
         # before the barrier was injected is read before the barrier is emitted.
         self.barriers: asyncio.Queue[tuple[Barrier, int]] = asyncio.Queue()
-        self.offsets = offsets
+        self.offsets = SourceOffset(offsets)
         self.schema = schema
         self.actor_id = actor_id
         self.offset = 0
         self._wakeup = asyncio.Event()
-        self._offset_written: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def inject(self, barrier: Barrier) -> None:
@@ -61,7 +60,7 @@ class TableSource(Operator):
     async def execute(self) -> AsyncIterator[Message]:
         self._loop = asyncio.get_running_loop()
         first, _ = await self.barriers.get()
-        self.offset = self._restore_offset(first.epoch.prev)
+        self.offset = self.offsets.restore(first.epoch.prev, 0)
         self.log.add_listener(self._on_append)
         try:
             yield first
@@ -134,25 +133,43 @@ class TableSource(Operator):
             for chunk in self._advance(records):
                 yield chunk
 
-    def _restore_offset(self, epoch: int) -> int:
-        if epoch == 0:
-            return 0
-        rows = self.offsets.snapshot(epoch)
-        if rows.num_rows == 0:
-            return 0
-        # The restored row is the one the next offset update replaces.
-        self._offset_written = int(rows.column("offset")[0].as_py())
-        return self._offset_written
-
     def _persist_offset(self) -> None:
-        if self._offset_written == self.offset:
+        self.offsets.persist(self.offset)
+
+
+class SourceOffset:
+    """A source's offset in its own state table: one row, replaced on each barrier that moved it."""
+
+    def __init__(self, state: StateTable) -> None:
+        self.state = state
+        self._written: int | None = None  # the row the next update replaces
+
+    @property
+    def table_id(self) -> int:
+        return self.state.table_id
+
+    def restore(self, epoch: int, start: int) -> int:
+        """The offset committed at ``epoch``, or ``start`` when there is none."""
+        if epoch == 0:
+            return start
+        rows = self.state.snapshot(epoch)
+        if rows.num_rows == 0:
+            return start
+        self._written = int(rows.column("offset")[0].as_py())
+        return self._written
+
+    def persist(self, offset: int) -> None:
+        if self._written == offset:
             return
         rows: list[dict[str, int]] = []
         ops: list[Op] = []
-        if self._offset_written is not None:
-            rows.append({"partition": 0, "offset": self._offset_written})
+        if self._written is not None:
+            rows.append({"partition": 0, "offset": self._written})
             ops.append(Op.UPDATE_DELETE)
-        rows.append({"partition": 0, "offset": self.offset})
-        ops.append(Op.UPDATE_INSERT if self._offset_written is not None else Op.INSERT)
-        self.offsets.write(Chunk.of(ops, pa.RecordBatch.from_pylist(rows, schema=OFFSET_SCHEMA)))
-        self._offset_written = self.offset
+        rows.append({"partition": 0, "offset": offset})
+        ops.append(Op.UPDATE_INSERT if self._written is not None else Op.INSERT)
+        self.state.write(Chunk.of(ops, pa.RecordBatch.from_pylist(rows, schema=OFFSET_SCHEMA)))
+        self._written = offset
+
+    def commit(self, epoch: int) -> None:
+        self.state.commit(epoch)
