@@ -35,6 +35,7 @@ from tidegate.errors import (
     FeatureNotSupported,
     GroupingError,
     InvalidColumnReference,
+    SqlSyntaxError,
     TidegateError,
     UndefinedColumn,
     UndefinedFunction,
@@ -131,8 +132,12 @@ def _scan_scope(relation: Relation, alias: str | None) -> list[ScopeColumn]:
 
 
 def plan_materialized_view(select: exp.Expression, catalog: Catalog) -> PlannedView:
+    if isinstance(select, exp.Union) and not select.args.get("distinct"):
+        return _plan_union_all(select, catalog)
     if isinstance(select, exp.Union | exp.Intersect | exp.Except):
-        raise FeatureNotSupported("UNION / INTERSECT / EXCEPT in a materialized view is not supported yet")
+        raise FeatureNotSupported(
+            "UNION without ALL, INTERSECT and EXCEPT in a materialized view are not supported yet"
+        )
     if not isinstance(select, exp.Select):
         raise FeatureNotSupported("a materialized view must be defined by a SELECT")
     for unsupported, what in (
@@ -169,6 +174,104 @@ def plan_materialized_view(select: exp.Expression, catalog: Catalog) -> PlannedV
     if select.args.get("group") or has_aggregates:
         return _plan_aggregation(select, items, compiler, plan, relation)
     return _plan_projection(items, compiler, plan, relation)
+
+
+def _plan_union_all(union: exp.Union, catalog: Catalog) -> PlannedView:
+    """UNION ALL: each branch planned on its own and projected to one schema, then merged.
+
+    The stream key is a hidden branch number plus every branch's own key, each in hidden
+    columns of its own (NULL in the other branches' rows).
+    """
+    for clause in ("order", "limit", "offset"):
+        if union.args.get(clause):
+            raise FeatureNotSupported(f"{clause.upper()} on a UNION ALL in a materialized view is not supported yet")
+    branches: list[exp.Expression] = []
+    pending: list[Any] = [union]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, exp.Union) and not node.args.get("distinct") and not node.args.get("order"):
+            pending += [node.right, node.left]  # left first
+        else:
+            branches.append(node.this if isinstance(node, exp.Subquery) else node)
+    views = [plan_materialized_view(branch, catalog) for branch in branches]
+    visible = [[c for c in v.columns if not c.hidden] for v in views]
+    if any(len(v) != len(visible[0]) for v in visible):
+        raise SqlSyntaxError("each UNION query must have the same number of columns", position=position_of(union))
+    scans = [node for v in views for node in _plan_nodes(v.plan["stream"]) if node["op"] in ("scan", "source")]
+    if any(node["op"] == "source" for node in scans):
+        raise FeatureNotSupported("a UNION ALL over a source is not supported yet")
+    scanned = [node["relation_id"] for node in scans]
+    if len(set(scanned)) != len(scanned):
+        raise FeatureNotSupported("a materialized view that reads one relation twice is not supported yet")
+    types = _union_types(visible)
+    columns = [ColumnDef(c.name, t) for c, t in zip(visible[0], types)]
+    taken = [c.name for c in columns]
+    branch_column = ColumnDef(_fresh_name("_union_branch", taken), from_arrow(pa.int32()), hidden=True)
+    columns.append(branch_column)
+    key_columns: list[list[int]] = []  # per branch: the union columns holding its key
+    for b, view in enumerate(views):
+        key_columns.append([])
+        for i in view.pk:
+            key = view.columns[i]
+            name = _fresh_name(f"_u{b}{key.name}" if key.name.startswith("_") else f"_u{b}_{key.name}", taken)
+            taken.append(name)
+            columns.append(ColumnDef(name, key.type, hidden=True))
+            key_columns[b].append(len(columns) - 1)
+    schema = [[c.name, _type_text(c.type)] for c in columns]
+    inputs = []
+    for b, view in enumerate(views):
+        exprs = [
+            f"_{view.columns.index(c)}"
+            if c.type.arrow.equals(t.arrow)
+            else f"CAST(_{view.columns.index(c)} AS {t.duckdb_name})"
+            for c, t in zip(visible[b], types)
+        ]
+        exprs.append(f"CAST({b} AS INTEGER)")
+        for other, view_other in enumerate(views):
+            for i, position in zip(view_other.pk, key_columns[other]):
+                column = columns[position]
+                exprs.append(f"_{i}" if other == b else f"CAST(NULL AS {column.type.duckdb_name})")
+        inputs.append(
+            {
+                "op": "project",
+                "exprs": exprs,
+                "schema": schema,
+                "input": view.plan["stream"],
+                "display": f"StreamProject {{ branch {b} }}",
+            }
+        )
+    dependencies = list(dict.fromkeys(d for v in views for d in v.dependencies))
+    plan = {"op": "union", "inputs": inputs, "schema": schema, "display": "StreamUnion { all: true }"}
+    pk = [len(visible[0])] + [p for positions in key_columns for p in positions]
+    return PlannedView(columns, pk, {"stream": plan}, dependencies)
+
+
+def _union_types(branches: list[list[ColumnDef]]) -> list[SqlType]:
+    """Each column's type across the branches: the first branch's where all agree, else DuckDB's union type."""
+    if all(all(c.type.arrow.equals(f.type.arrow) for c, f in zip(b, branches[0])) for b in branches):
+        return [c.type for c in branches[0]]
+    con = connect(streaming=True)
+    try:
+        selects = []
+        for n, branch in enumerate(branches):
+            con.register(
+                f"__b{n}", pa.schema([pa.field(f"c{i}", c.type.arrow) for i, c in enumerate(branch)]).empty_table()
+            )
+            selects.append(f"SELECT * FROM __b{n}")
+        result = con.sql(" UNION ALL ".join(selects)).to_arrow_table()
+    except duckdb.Error as error:
+        raise translate_error(error) from error
+    finally:
+        con.close()
+    return [from_arrow(f.type) for f in result.schema]
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of a stream plan, depth first."""
+    nodes = [plan]
+    for child in [plan["input"]] if "input" in plan else plan.get("inputs", []):
+        nodes += _plan_nodes(child)
+    return nodes
 
 
 def _scan_plan(relation: Relation) -> dict[str, Any]:
@@ -473,10 +576,11 @@ def explain_lines(relation_name: str, view: PlannedView) -> list[str]:
         f"StreamMaterialize {{ columns: [{', '.join(visible)}], pk: "
         f"[{', '.join(view.columns[i].name for i in view.pk)}] }}"
     ]
-    node: dict[str, Any] | None = view.plan["stream"]
-    depth = 1
-    while node is not None:
+
+    def render(node: dict[str, Any], depth: int) -> None:
         lines.append("  " * (depth - 1) + "└─" + node.get("display", node["op"]))
-        node = node.get("input")
-        depth += 1
+        for child in [node["input"]] if "input" in node else node.get("inputs", []):
+            render(child, depth + 1)
+
+    render(view.plan["stream"], 1)
     return lines

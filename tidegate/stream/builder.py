@@ -8,6 +8,8 @@ stored in the catalog, so a restart rebuilds the same operators. Node kinds:
 - ``{"op": "source", "relation_id": R, "connector": "nexmark", "options": {…},
   "schema": [[name, type], …]}``: a generator of source R's events, run inside
   this job (the options are validated by ``connectors.nexmark_options``);
+- ``{"op": "union", "inputs": [plan, …], "schema": [[name, type], …]}``: UNION ALL, the
+  inputs merged with barrier alignment (each already projected to ``schema``);
 - ``{"op": "filter", "condition": SQL, "input": …}``;
 - ``{"op": "project", "exprs": [SQL, …], "schema": [[name, type], …], "input": …}``;
 - ``{"op": "hash_agg", "group_keys": [i, …], "calls": [{"kind", "arg", "type"}, …],
@@ -32,6 +34,7 @@ from tidegate.stream.operator import CheckedOperator, Operator
 from tidegate.stream.operators.backfill import Backfill
 from tidegate.stream.operators.filter import Filter
 from tidegate.stream.operators.hash_agg import AggCall, HashAgg, agg_state_schema
+from tidegate.stream.operators.merge import Merge
 from tidegate.stream.operators.nexmark_source import NexmarkSource
 from tidegate.stream.operators.project import Project
 from tidegate.stream.operators.receiver import Receiver
@@ -85,6 +88,9 @@ def build(plan: dict[str, Any], ctx: BuildContext) -> Operator:
         if ctx.backfill:
             receiver = Backfill(receiver, ctx.store, materialized_table_id(relation_id))
         return _checked(receiver, ctx)
+    if kind == "union":
+        inputs = [build(branch, ctx) for branch in plan["inputs"]]
+        return _checked(Merge(inputs, schema_from_plan(plan["schema"]), ctx.actor_id), ctx)
     if kind == "source":
         return _checked(_build_source(plan, ctx), ctx)
     child = build(plan["input"], ctx)
