@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from state_deltas import CountingObjectStore, change
 from state_deltas import delta as schema_delta
 
 from tidegate.common.chunk import Op
@@ -35,21 +36,6 @@ def delta(ops: list[Op], rows: list[Row]) -> pa.Table:
 def rows_of(table: pa.Table) -> list[Row]:
     columns = [c.to_pylist() for c in table.columns]
     return sorted(tuple(col[i] for col in columns) for i in range(table.num_rows))
-
-
-class RecordingObjectStore(MemoryObjectStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.puts: list[str] = []
-        self.deletes: list[str] = []
-
-    def put(self, path: str, data: bytes) -> None:
-        self.puts.append(path)
-        super().put(path, data)
-
-    def delete(self, path: str) -> None:
-        self.deletes.append(path)
-        super().delete(path)
 
 
 def new_store(objects: MemoryObjectStore, meta: Any = None, **options: Any) -> DurableStateStore:
@@ -124,17 +110,8 @@ def test_compact_levels_preserves_every_read_at_or_above_the_horizon(seed: int) 
             ops: list[Op] = []
             rows: list[Row] = []
             for key in rng.sample(range(60), rng.randint(0, 12)):
-                if key in live and rng.random() < 0.4:
-                    ops.append(DEL)
-                    rows.append((key, live.pop(key)))
-                elif key in live:
-                    ops += [UD, UI]
-                    rows += [(key, live[key]), (key, f"{key}@{epoch}")]
-                    live[key] = f"{key}@{epoch}"
-                else:
-                    live[key] = f"{key}@{epoch}"
-                    ops.append(INS)
-                    rows.append((key, live[key]))
+                deleted = key in live and rng.random() < 0.4
+                change(live, key, None if deleted else f"{key}@{epoch}", ops, rows)
             deltas.append((epoch, delta(ops, rows)))
         built = build_sst_from_deltas(f"l0-{len(ssts)}", TABLE, SCHEMA, [0], deltas, block_rows_max=4)
         if built.info.row_count:
@@ -211,7 +188,7 @@ def test_key_views_order_and_search_like_python_bytes(shape: str) -> None:
 
 # ---- in the store ---------------------------------------------------------------------------------------------
 def test_only_the_l1_ssts_that_receive_l0_keys_are_rewritten() -> None:
-    objects = RecordingObjectStore()
+    objects = CountingObjectStore()
     store = new_store(objects, l0_ssts_max=1, sst_bytes_target=2_000, block_rows_max=16)
     store.seal(TABLE, 1, delta([INS] * 1000, [(i, f"n{i}") for i in range(1000)]))
     checkpoint(store, 1)
@@ -286,7 +263,7 @@ def test_a_failed_version_write_keeps_the_old_ssts_and_the_next_start_removes_th
                 raise OSError("meta store unavailable")
             super().put(key, value)
 
-    objects = RecordingObjectStore()
+    objects = CountingObjectStore()
     meta = FailingVersions()
     store = new_store(objects, meta, l0_ssts_max=1)
     for epoch in (1, 2):

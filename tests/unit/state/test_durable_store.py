@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from state_deltas import delta
+from state_deltas import CountingObjectStore, delta
 
 from tidegate.common.chunk import Op
 from tidegate.errors import InternalError
@@ -33,32 +33,6 @@ from tidegate.state.store import MemoryStateStore
 
 INS, DEL, UD, UI = Op.INSERT, Op.DELETE, Op.UPDATE_DELETE, Op.UPDATE_INSERT
 Row = tuple[Any, ...]
-
-
-class CountingObjectStore(MemoryObjectStore):
-    """A memory object store that counts reads and remembers every path written."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gets = 0
-        self.puts: list[str] = []
-        self.deletes: list[str] = []
-
-    def get(self, path: str) -> bytes:
-        self.gets += 1
-        return super().get(path)
-
-    def get_range(self, path: str, start: int, length: int) -> bytes:
-        self.gets += 1
-        return super().get_range(path, start, length)
-
-    def put(self, path: str, data: bytes) -> None:
-        self.puts.append(path)
-        super().put(path, data)
-
-    def delete(self, path: str) -> None:
-        self.deletes.append(path)
-        super().delete(path)
 
 
 def rows_of(table: pa.Table) -> list[Row]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from state_deltas import change
 
 from tidegate.common.chunk import Op
 from tidegate.errors import InternalError
@@ -143,17 +144,7 @@ def history_of_many_epochs(store: MemoryStateStore, epochs: int) -> dict[int, li
         ops: list[Op] = []
         rows: list[tuple] = []
         for key in range(n % 7, 40, 3):
-            if key in live and (key + n) % 4 == 0:
-                ops.append(DEL)
-                rows.append((key, live.pop(key)))
-            elif key in live:
-                ops += [UD, UI]
-                rows += [(key, live[key]), (key, f"{key}@{n}")]
-                live[key] = f"{key}@{n}"
-            else:
-                live[key] = f"{key}@{n}"
-                ops.append(INS)
-                rows.append((key, live[key]))
+            change(live, key, None if key in live and (key + n) % 4 == 0 else f"{key}@{n}", ops, rows)
         store.seal(TABLE, epoch, delta(ops, rows))
         expected[epoch] = sorted(live.items())
     return expected
