@@ -29,6 +29,10 @@ object storage no more.
   hashed once, then per SST a range check, one vectorized bloom probe and a
   bisection of the block index pick the few blocks that may hold them. Cost
   follows the number of keys, not the table's size.
+* ``get_prefix_rows`` (all rows of a group, for joins and top-N): each
+  distinct prefix is the key range [prefix, prefix_end); per SST the sorted
+  ranges are matched to blocks through the block index in one pass, and only
+  the blocks they overlap are read (bloom filters hash whole keys: no help).
 * ``snapshot`` (SELECT, backfill): every visible block and delta, merged
   vectorized; the result at a committed epoch is cached (in the same budget)
   and reused while the table does not change.
@@ -83,8 +87,8 @@ from tidegate.state.sst import (
     key_hashes,
     sorted_versions,
 )
-from tidegate.state.store import MemoryStateStore
-from tidegate.state.versions import Keys, Run, newest_visible
+from tidegate.state.store import MemoryStateStore, encode_prefixes
+from tidegate.state.versions import Keys, Run, newest_visible, prefix_ends
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,7 @@ class _Sst:
     info: SstInfo
     level: int
     reader: SstReader
+    block_first_keys: Keys
     block_last_keys: Keys
     readers: int = 0
 
@@ -282,7 +287,7 @@ class DurableStateStore(MemoryStateStore):
         listed = (info.object_id, info.table_id, info.row_count, info.size_bytes)
         if stored != listed:
             raise SstCorrupted(f"SST {path} is not the object the committed version lists: {stored} != {listed}")
-        return _Sst(info, level, reader, Keys.of(reader.block_last_keys))
+        return _Sst(info, level, reader, Keys.of(reader.block_first_keys), Keys.of(reader.block_last_keys))
 
     def _fetcher(self, path: str) -> Callable[[int, int], bytes]:
         def fetch(start: int, length: int) -> bytes:
@@ -542,7 +547,7 @@ class DurableStateStore(MemoryStateStore):
         reader = SstReader(data, name=path)
         _ = reader.bloom
         reader.rebind(self._fetcher(path))
-        return _Sst(info, level, reader, Keys.of(reader.block_last_keys))
+        return _Sst(info, level, reader, Keys.of(reader.block_first_keys), Keys.of(reader.block_last_keys))
 
     def _write_through(self, sst: _Sst, blocks: list[pa.Table], *, cold: bool) -> None:
         """Cache the blocks just written, unless they would crowd out most of the cache."""
@@ -733,6 +738,44 @@ class DurableStateStore(MemoryStateStore):
         if not settled:
             return remaining
         return remaining[~np.isin(remaining, np.concatenate(settled))]
+
+    def get_prefix_rows(self, table_id: int, prefixes: pa.Table, epoch: int) -> pa.Table:
+        with self._reading(table_id, epoch) as view:
+            table = view.table
+            table.point_read = True
+            encoded = encode_prefixes(table_id, table.schema, table.pk, prefixes)
+            if not len(encoded):
+                return table.schema.empty_table()
+            # Distinct prefixes of one column count are prefix-free: their ranges are disjoint and sorted.
+            low, _ = Keys.of(encoded).unique_sorted()
+            high = prefix_ends(low)
+            runs = [d.run(table.schema, table.pk).in_ranges(low, high) for d in view.deltas]
+            for sst in view.l0 + view.l1:
+                runs += self._ranges_in_sst(sst, table.block_schema, low, high, epoch)
+            # Every run keeps its source's key order, so one source (a delta, an L0 SST or the L1 run) needs no sort.
+            sources = len(view.deltas) + len(view.l0) + (1 if view.l1 else 0)
+            merged = newest_visible(runs, epoch, table.block_schema, one_sorted_run=sources <= 1)
+        return merged.select(table.schema.names)
+
+    def _ranges_in_sst(self, sst: _Sst, target: pa.Schema, low: Keys, high: Keys, epoch: int) -> list[Run]:
+        """The rows of ``sst`` in the key ranges ``[low[i], high[i])``, reading only the blocks they overlap."""
+        block_count = sst.reader.block_count
+        # Range i overlaps blocks [first[i], stop[i]): from the first whose last key is >= low[i], up to
+        # the first whose first key is >= high[i]. Both grow with i, so the ranges overlapping block b
+        # are one slice of them, [begin[b], end[b]): one pass over the sorted ranges per SST.
+        first = sst.block_last_keys.search(low, "left")
+        stop = sst.block_first_keys.search(high, "left")
+        blocks = np.arange(block_count)
+        begin = np.searchsorted(stop, blocks, "right")
+        end = np.searchsorted(first, blocks, "right")
+        wanted = (begin < end) & (sst.reader.block_min_epochs <= epoch)
+        runs = []
+        for block in np.flatnonzero(wanted):
+            a, b = int(begin[block]), int(end[block])
+            run = self._block(sst, int(block), target).in_ranges(low.slice(a, b), high.slice(a, b))
+            if run.num_rows:
+                runs.append(run)
+        return runs
 
     # ---- counters ---------------------------------------------------------------
     def sst_count(self) -> int:

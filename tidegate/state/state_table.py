@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from tidegate.common.chunk import OP_TYPE, Chunk
 from tidegate.common.keys import encode_keys
-from tidegate.state.store import OP_COLUMN, StateStore, merge_deltas
+from tidegate.state.store import OP_COLUMN, StateStore, encode_prefixes, merge_deltas
 
 
 class StateTable:
@@ -72,6 +72,20 @@ class StateTable:
         pending = pa.Table.from_batches(self._memtable, schema=self._delta_schema)
         wanted = encode_keys(keys, list(range(keys.num_columns)))
         pending = pending.filter(pc.is_in(encode_keys(pending, [i + 1 for i in self.pk]), wanted))
+        return merge_deltas(found, [pending], self.pk_names) if pending.num_rows else found
+
+    def get_prefix_rows(self, prefixes: pa.Table) -> pa.Table:
+        """Live rows (own uncommitted writes included) whose leading pk columns equal a row of ``prefixes``.
+
+        See ``StateStore.get_prefix_rows``: any row order; a NULL prefix value matches a NULL key value.
+        """
+        found = self.store.get_prefix_rows(self.table_id, prefixes, self._last_committed_epoch)
+        if not self._memtable:
+            return found
+        pending = pa.Table.from_batches(self._memtable, schema=self._delta_schema)
+        wanted = encode_prefixes(self.table_id, self.schema, self.pk, prefixes)
+        leading = [i + 1 for i in self.pk[: prefixes.num_columns]]  # after the __op column
+        pending = pending.filter(pc.is_in(encode_keys(pending, leading), wanted))
         return merge_deltas(found, [pending], self.pk_names) if pending.num_rows else found
 
     @property

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tidegate.common.chunk import Op
-from tidegate.common.keys import encode_keys
+from tidegate.common.keys import encode_columns, encode_keys
 from tidegate.errors import InternalError
 
 OP_COLUMN = "__op"
@@ -74,6 +74,15 @@ class StateStore(Protocol):
 
         Point lookups for operator caches that evicted entries: cost grows with the
         number of keys asked for, not with the table's size, in stores that index by key.
+        """
+
+    def get_prefix_rows(self, table_id: int, prefixes: pa.Table, epoch: int) -> pa.Table:
+        """The live rows as of ``epoch`` whose leading pk columns equal a row of ``prefixes``, in any order.
+
+        ``prefixes`` holds the first ``prefixes.num_columns`` (1 up to all) pk columns, in pk order,
+        cast to the table's types; it may be empty or repeat rows. Values compare by their
+        memcomparable encoding, so a NULL in a prefix matches a NULL in the key. All the rows of
+        a group, for joins and top-N: stores that index by key read only the key ranges asked for.
         """
 
     def pin(self, epoch: int) -> contextlib.AbstractContextManager[None]:
@@ -210,6 +219,16 @@ class MemoryStateStore:
         deltas = [d.filter(pc.is_in(encode_keys(d, shifted), wanted)) for d in deltas]
         return merge_deltas(base, [d for d in deltas if d.num_rows], history.pk_names)
 
+    def get_prefix_rows(self, table_id: int, prefixes: pa.Table, epoch: int) -> pa.Table:
+        history, base, deltas = self._readable(table_id, epoch)
+        wanted = encode_prefixes(table_id, history.schema, history.pk_indices, prefixes)
+        # Every version of a key shares its prefix, so filtering before the merge keeps it exact.
+        leading = history.pk_indices[: prefixes.num_columns]
+        base = base.filter(pc.is_in(encode_keys(base, leading), wanted))
+        shifted = [i + 1 for i in leading]  # deltas lead with the __op column
+        deltas = [d.filter(pc.is_in(encode_keys(d, shifted), wanted)) for d in deltas]
+        return merge_deltas(base, [d for d in deltas if d.num_rows], history.pk_names)
+
     def drop_table(self, table_id: int) -> None:
         with self._lock:
             self._tables.pop(table_id, None)
@@ -250,6 +269,20 @@ class MemoryStateStore:
             history.base = merged
             history.base_epoch = epoch
             history.deltas = [(e, d) for e, d in history.deltas if e > epoch]
+
+
+def encode_prefixes(table_id: int, schema: pa.Schema, pk: list[int], prefixes: pa.Table) -> pa.Array:
+    """The memcomparable encoding of each row of ``prefixes``, the leading pk columns of table ``table_id``.
+
+    The columns are cast to the table's types first: encodings (and so lookups) differ between types.
+    """
+    fields = [schema.field(i) for i in pk[: prefixes.num_columns]]
+    if not 0 < prefixes.num_columns <= len(pk):
+        raise InternalError(
+            f"state table {table_id}: a key prefix needs 1 to {len(pk)} columns, {prefixes.num_columns} given"
+        )
+    columns = [c if c.type == f.type else c.cast(f.type) for c, f in zip(prefixes.columns, fields)]
+    return encode_columns(columns, row_count=prefixes.num_rows)
 
 
 def merge_deltas(base: pa.Table, deltas: list[pa.Table], pk_names: list[str]) -> pa.Table:

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from tidegate.common.keys import KEY_TYPE
 from tidegate.state.sst import DELETING_OPS, EPOCH_COLUMN, KEY_COLUMN, OP_COLUMN
 
-__all__ = ["Keys", "Run", "newest_visible"]
+__all__ = ["Keys", "Run", "newest_visible", "prefix_ends"]
 
 _DELETING = np.array(DELETING_OPS, np.int8)
 # Variable-width keys are zero-padded into a numpy view while that at most doubles their bytes.
@@ -112,6 +112,10 @@ class Keys:
         view = self.view[indices] if self.view is not None else None
         return Keys(self.array.take(pa.array(indices)), view)
 
+    def slice(self, start: int, stop: int) -> Keys:
+        view = self.view[start:stop] if self.view is not None else None
+        return Keys(self.array.slice(start, stop - start), view)
+
     def filter(self, mask: np.ndarray) -> Keys:
         view = self.view[mask] if self.view is not None else None
         return Keys(self.array.filter(pa.array(mask)), view)
@@ -137,7 +141,11 @@ class Keys:
     def search(self, wanted: Keys, side: str) -> np.ndarray:
         """``numpy.searchsorted`` of ``wanted`` in these sorted keys."""
         if self.view is not None and wanted.view is not None:
-            return np.asarray(np.searchsorted(self.view, wanted.view, side), np.int64)  # type: ignore[call-overload]
+            needles = wanted.view
+            if needles.dtype.itemsize < self.view.dtype.itemsize:
+                # Zero-padding to the haystack's width keeps the order; numpy would otherwise convert both.
+                needles = needles.astype(self.view.dtype)
+            return np.asarray(np.searchsorted(self.view, needles, side), np.int64)  # type: ignore[call-overload]
         return _bisect(self.array, wanted.array, side)
 
     def less_equal(self, bound: bytes) -> np.ndarray:
@@ -216,6 +224,17 @@ class Run:
         padding = int(self.keys.view.nbytes) if self.keys.padded and self.keys.view is not None else 0
         return int(self.table.nbytes) + padding
 
+    def in_ranges(self, low: Keys, high: Keys) -> Run:
+        """The rows whose key lies in one of the sorted, disjoint ranges ``[low[i], high[i])``, in order."""
+        starts = self.keys.search(low, "left")
+        lengths = np.maximum(self.keys.search(high, "left") - starts, 0)
+        total = int(lengths.sum())
+        if total == self.num_rows:
+            return self
+        # Row r of range i is starts[i] + (r - rows before range i): one arange, shifted per range.
+        rows = np.arange(total, dtype=np.int64) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        return Run.of(self.table.take(pa.array(rows)))  # one take; keys, epochs and ops are views of it
+
     def visible(self, epoch: int) -> Run:
         """The rows with epoch <= ``epoch`` (this run itself when all are)."""
         if self.max_epoch <= epoch:
@@ -260,6 +279,37 @@ class Run:
                 self._newer_counts.clear()
             self._newer_counts[epoch] = counts
         return counts
+
+
+def prefix_ends(prefixes: Keys) -> Keys:
+    """For each encoded key prefix, the smallest byte string above every key that starts with it.
+
+    That is the prefix with its trailing 0xFF bytes dropped and its last byte then incremented, so
+    ``[prefix, end)`` is exactly the keys starting with ``prefix``. The end never has trailing zero
+    bytes, so padded numpy views compare it like ``memcmp`` does (see the module docstring).
+    """
+    array = prefixes.array
+    n = len(array)
+    if n == 0:
+        return prefixes
+    dtype = np.int64 if pa.types.is_large_binary(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype, array.offset + n + 1)[array.offset :].astype(np.int64)
+    data = np.frombuffer(array.buffers()[2], np.uint8, int(offsets[-1]))
+    below = np.flatnonzero(data != 0xFF)
+    # An ascending key starts with a 0x00 or 0x01 marker, so every prefix has a byte to increment:
+    # the last byte below 0xFF before the prefix's end.
+    assert len(below), "key prefixes made only of 0xFF bytes"
+    last = below[np.maximum(np.searchsorted(below, offsets[1:], "left") - 1, 0)]
+    assert bool(np.all(last >= offsets[:-1])), "a key prefix made only of 0xFF bytes"
+    lengths = last + 1 - offsets[:-1]
+    ends = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=ends[1:])
+    out = data[np.arange(int(ends[-1]), dtype=np.int64) + np.repeat(offsets[:-1] - ends[:-1], lengths)]
+    out[ends[1:] - 1] += 1
+    result = pa.Array.from_buffers(
+        array.type, n, [None, pa.py_buffer(ends if dtype == np.int64 else ends.astype(np.int32)), pa.py_buffer(out)]
+    )
+    return Keys.of(result)
 
 
 def newest_visible(runs: Sequence[Run], epoch: int, schema: pa.Schema, *, one_sorted_run: bool = False) -> pa.Table:

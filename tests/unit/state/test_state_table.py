@@ -9,8 +9,11 @@ import pyarrow as pa
 import pytest
 
 from tidegate.common.chunk import Chunk, Op
+from tidegate.meta.meta_store import MemoryMetaStore
+from tidegate.state.durable_store import DurableStateStore
+from tidegate.state.object_store import MemoryObjectStore
 from tidegate.state.state_table import StateTable
-from tidegate.state.store import MemoryStateStore
+from tidegate.state.store import MemoryStateStore, StateStore
 
 SCHEMA = pa.schema([("id", pa.int64()), ("amount", pa.decimal128(38, 2))])
 TABLE = 42
@@ -92,3 +95,47 @@ def test_get_rows_finds_live_rows_by_key_including_own_pending_writes() -> None:
     assert rows_of(table.get_rows(keys)) == [(1, Decimal(1)), (4, Decimal(4))]
     # The store answers for sealed epochs only: the pending delete and insert are not there.
     assert [r["id"] for r in store.get_rows(TABLE, keys, 5).to_pylist()] == [1, 2]
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_get_prefix_rows_finds_a_groups_live_rows_including_own_pending_writes(durable: bool) -> None:
+    schema = pa.schema([("g", pa.string()), ("id", pa.int64()), ("amount", pa.decimal128(38, 2))])
+    store: StateStore = MemoryStateStore()
+    if durable:
+        store = DurableStateStore(MemoryObjectStore(), MemoryMetaStore())
+        store.recover()
+    table = StateTable(store, TABLE, schema, [0, 1])
+    rows = [(g, i, Decimal(i)) for g in ("a", "ab", None) for i in range(3)]
+    table.write(chunk([Op.INSERT] * len(rows), rows, schema))
+    table.commit(5)
+    store.commit_version(5, store.sync(5))
+    pending: list[tuple[str | None, int, Decimal]] = [
+        ("a", 0, Decimal(0)),
+        ("a", 1, Decimal(1)),
+        ("a", 1, Decimal(10)),
+        ("a", 7, Decimal(7)),
+    ]
+    pending += [("ab", 9, Decimal(9)), (None, 2, Decimal(2))]
+    ops = [Op.DELETE, Op.UPDATE_DELETE, Op.UPDATE_INSERT, Op.INSERT, Op.INSERT, Op.DELETE]
+    table.write(chunk(ops, pending, schema))
+
+    groups = pa.table({"g": pa.array(["a", None, "a"], pa.string())})
+    expected: list[tuple[str | None, int, Decimal]] = [
+        ("a", 1, Decimal(10)),
+        ("a", 2, Decimal(2)),
+        ("a", 7, Decimal(7)),
+    ]
+    expected += [(None, 0, Decimal(0)), (None, 1, Decimal(1))]
+    assert rows_of_any(table.get_prefix_rows(groups)) == rows_of_any(expected)
+    # The store answers for sealed epochs only: none of the pending writes is there.
+    sealed = store.get_prefix_rows(TABLE, groups, 5)
+    assert rows_of_any(sealed) == rows_of_any([r for r in rows if r[0] in ("a", None)])
+    assert rows_of_any(table.get_prefix_rows(pa.table({"g": ["zz"]}))) == []
+    table.commit(6)
+    assert rows_of_any(table.get_prefix_rows(groups)) == rows_of_any(expected)  # the same, once sealed
+
+
+def rows_of_any(rows: pa.Table | list[tuple]) -> list[tuple]:
+    """Rows sorted by (g, id) with NULL groups last (``rows_of`` cannot compare a NULL with a string)."""
+    listed = [tuple(r.values()) for r in rows.to_pylist()] if isinstance(rows, pa.Table) else rows
+    return sorted(listed, key=lambda r: (r[0] is None, r[0] or "", r[1]))
