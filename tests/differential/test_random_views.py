@@ -4,7 +4,9 @@ For each seed, a generator draws 1-2 tables (INT, BIGINT, DECIMAL(12,2), VARCHAR
 small alphabet, all nullable; sometimes an INT primary key) and 2-8 materialized views
 from the SQL tidegate supports (projections with arithmetic, CASE and COALESCE; WHERE
 with AND/OR/NOT/IS NULL/IN/comparisons; GROUP BY 0-2 keys with COUNT/SUM/AVG/MIN/MAX;
-HAVING; views on views), a few of them created while the writes go on (they backfill).
+HAVING; inner/left/right/full equi-joins (self joins too) with residual predicates, maybe
+aggregated; EXISTS/NOT EXISTS; rank()/dense_rank() top-N per partition and ORDER BY …
+LIMIT; views on views), a few of them created while the writes go on (they backfill).
 The writes are multi-row INSERTs (with ON CONFLICT on keyed tables, and INSERT ... SELECT),
 UPDATEs and DELETEs, through the embedded API (one seed also through the pgwire server),
 with FLUSH at random points and a random barrier interval.
@@ -230,10 +232,15 @@ class Scenario:
         name = f"{self.prefix}v{len(self.views)}"
         # Output names never repeat an input name (a known name-resolution bug is tested in
         # tests/slt/agg/group_by_names.slt; here it would hide everything else).
-        if r.random() < 0.4:
+        form = r.random()
+        if form < 0.3:
             query, columns = self.projection(source, name)
-        else:
+        elif form < 0.6:
             query, columns = self.aggregation(source, name)
+        elif form < 0.85:
+            query, columns = self.join(r.choice(candidates), r.choice(candidates), name)
+        else:
+            query, columns = self.top_n(source, name)
         view = Relation(name, columns, is_table=False, query=query)
         self.views.append(view)
         return f"CREATE MATERIALIZED VIEW {name} AS {query}", view
@@ -246,6 +253,79 @@ class Scenario:
         if self.random.random() < 0.7:
             query += f" WHERE {self.condition(source)}"
         return query, columns
+
+    def join(self, left: Relation, right: Relation, prefix: str) -> tuple[str, list[Column]]:
+        """An equi-join of two relations (maybe one relation twice): inner, outer, semi or anti,
+        sometimes with a residual predicate, sometimes aggregated."""
+        r = self.random
+        pairs = [
+            (a, b)
+            for a in left.of_kind(*EXACT_KINDS)
+            for b in right.of_kind(*EXACT_KINDS)
+            if (a.kind == "str") == (b.kind == "str")
+        ]
+        if not pairs:
+            return self.projection(left, prefix)
+        a, b = r.choice(pairs)
+        on = f"l.{a.name} = r.{b.name}"
+        numbers_l, numbers_r = left.of_kind("int", "dec"), right.of_kind("int", "dec")
+        if numbers_l and numbers_r and r.random() < 0.35:
+            on += f" AND l.{r.choice(numbers_l).name} {r.choice(['<', '>=', '<>'])} r.{r.choice(numbers_r).name}"
+        form = r.random()
+        if form < 0.2:
+            picked = r.sample(left.columns, r.randint(1, len(left.columns)))
+            columns = [Column(f"{prefix}_l{i}", c.kind) for i, c in enumerate(picked)]
+            select = ", ".join(f"l.{c.name} AS {out.name}" for c, out in zip(picked, columns))
+            negate = r.choice(["", "NOT "])
+            exists = f"{negate}EXISTS (SELECT 1 FROM {right.name} AS r WHERE {on})"
+            return f"SELECT {select} FROM {left.name} AS l WHERE {exists}", columns
+        kind = r.choice(["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"])
+        source = f"{left.name} AS l {kind} {right.name} AS r ON {on}"
+        if form < 0.4 and left.of_kind(*EXACT_KINDS):
+            key = r.choice(left.of_kind(*EXACT_KINDS))
+            aggregates = [Expr("COUNT(*)", "int"), Expr(f"COUNT(r.{r.choice(right.columns).name})", "int")]
+            if numbers_r:
+                column = r.choice(numbers_r)
+                aggregates.append(Expr(f"SUM(r.{column.name})", column.kind))
+            columns = [Column(f"{prefix}_k0", key.kind)]
+            columns += [Column(f"{prefix}_a{i}", e.kind) for i, e in enumerate(aggregates)]
+            select = ", ".join(
+                [f"l.{key.name} AS {columns[0].name}"]
+                + [f"{e.sql} AS {c.name}" for e, c in zip(aggregates, columns[1:])]
+            )
+            return f"SELECT {select} FROM {source} GROUP BY l.{key.name}", columns
+        picked = [("l", c) for c in r.sample(left.columns, r.randint(1, min(3, len(left.columns))))]
+        picked += [("r", c) for c in r.sample(right.columns, r.randint(1, min(3, len(right.columns))))]
+        columns = [Column(f"{prefix}_j{i}", c.kind) for i, (_, c) in enumerate(picked)]
+        select = ", ".join(f"{side}.{c.name} AS {out.name}" for (side, c), out in zip(picked, columns))
+        return f"SELECT {select} FROM {source}", columns
+
+    def top_n(self, source: Relation, prefix: str) -> tuple[str, list[Column]]:
+        """rank()/dense_rank() per partition bounded by N, or ORDER BY … LIMIT selecting only the
+        ordering column: both have one right answer even with ties."""
+        r = self.random
+        exact = source.of_kind(*EXACT_KINDS)
+        if not exact:
+            return self.projection(source, prefix)
+        order = r.choice(exact)
+        direction = f"{r.choice(['ASC', 'DESC'])} NULLS {r.choice(['FIRST', 'LAST'])}"
+        limit = r.randint(1, 4)
+        if r.random() < 0.35:
+            columns = [Column(f"{prefix}_o", order.kind)]
+            return (
+                f"SELECT {order.name} AS {columns[0].name} FROM {source.name} ORDER BY 1 {direction} LIMIT {limit}",
+                columns,
+            )
+        function = r.choice(["rank", "dense_rank"])
+        partition = r.choice(exact)
+        picked = r.sample(source.columns, r.randint(1, min(3, len(source.columns))))
+        columns = [Column(f"{prefix}_c{i}", c.kind) for i, c in enumerate(picked)] + [Column(f"{prefix}_rank", "int")]
+        select = ", ".join(f"{c.name} AS {out.name}" for c, out in zip(picked, columns))
+        ranked = (
+            f"SELECT *, {function}() OVER (PARTITION BY {partition.name} ORDER BY {order.name} {direction}) AS rk "
+            f"FROM {source.name}"
+        )
+        return f"SELECT {select}, rk AS {columns[-1].name} FROM ({ranked}) t WHERE rk <= {limit}", columns
 
     def aggregate(self, source: Relation) -> Expr:
         r = self.random

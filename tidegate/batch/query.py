@@ -5,6 +5,10 @@ the duration of the read), so a query over several views sees one consistent
 cut of the streams (DESIGN §5.7). The snapshots are handed to DuckDB as Arrow
 tables under the relations' names, and the query — transpiled from tidegate's
 PostgreSQL dialect — runs over them.
+
+PostgreSQL's scalar functions are translated on the way (``common.functions``); an
+array result (``regexp_match``) is sent in PostgreSQL's array text form, ``{a,"b c",NULL}``,
+and a call with no matching signature is reported in PostgreSQL's words.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import pyarrow as pa
 from sqlglot import exp
 
 from tidegate.common.duck import connect, translate_error
+from tidegate.common.functions import postgres_function_message
 from tidegate.common.result import Column, QueryResult
 from tidegate.common.sqltext import name_select_items, position_of, to_duckdb
-from tidegate.common.types import SqlType, from_arrow
-from tidegate.errors import FeatureNotSupported, JobFailed, UndefinedRelation
+from tidegate.common.types import TEXT, SqlType, from_arrow
+from tidegate.errors import FeatureNotSupported, JobFailed, TidegateError, UndefinedFunction, UndefinedRelation
 from tidegate.meta.catalog import Relation, RelationKind
 from tidegate.meta.database import Database
 from tidegate.meta.runtime import MAX_FAILURES
@@ -101,12 +106,59 @@ def run_select(
     declared = _declared_types(statement, database)
     columns = []
     for field in table.schema:
+        if field.metadata and _ARRAY_TEXT in field.metadata:
+            columns.append(Column(field.name, TEXT))
+            continue
         sql_type = declared.get(field.name)
         if sql_type is None or not sql_type.arrow.equals(field.type):
             sql_type = from_arrow(field.type)
         columns.append(Column(field.name, sql_type))
     rows = list(zip(*(c.to_pylist() for c in table.columns))) if table.num_rows else []
     return QueryResult(f"SELECT {len(rows)}", columns, rows)
+
+
+_ARRAY_TEXT = b"tidegate.array_text"
+
+
+def _arrays_as_text(table: pa.Table) -> pa.Table:
+    """List columns as PostgreSQL's array text (``{a,"b c",NULL}``): tidegate has no array type yet."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+            texts = [
+                None if value is None else _array_text(value, field.type.value_type)
+                for value in table.column(index).to_pylist()
+            ]
+            text_field = pa.field(field.name, pa.string(), metadata={_ARRAY_TEXT: b"1"})
+            table = table.set_column(index, text_field, pa.array(texts, pa.string()))
+    return table
+
+
+def _array_text(values: list[Any], element_type: pa.DataType) -> str:
+    """PostgreSQL's array_out: elements quoted when empty, NULL-like or holding a delimiter, quote or space."""
+    items = []
+    for value in values:
+        if value is None:
+            items.append("NULL")
+            continue
+        if pa.types.is_list(element_type) or pa.types.is_large_list(element_type):
+            items.append(_array_text(value, element_type.value_type))
+            continue
+        text = from_arrow(element_type).to_text(value) or ""
+        if text == "" or text.upper() == "NULL" or any(c in text for c in '{},"\\') or any(c.isspace() for c in text):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        items.append(text)
+    return "{" + ",".join(items) + "}"
+
+
+def _postgres_wording(error: TidegateError) -> TidegateError:
+    """A function call DuckDB could not bind, in PostgreSQL's words (with the user's function name)."""
+    if not isinstance(error, UndefinedFunction):
+        return error
+    message = postgres_function_message(error.message)
+    if message is None:
+        return error
+    hint = "No function matches the given name and argument types. You might need to add explicit type casts."
+    return UndefinedFunction(message, position=error.position, hint=hint)
 
 
 def _declared_types(statement: exp.Expression, database: Database) -> dict[str, SqlType]:
@@ -137,7 +189,13 @@ def _declared_types(statement: exp.Expression, database: Database) -> dict[str, 
     return declared
 
 
-SYSTEM_TABLES = ("tidegate_checkpoints", "tidegate_jobs", "tidegate_state_store")
+SYSTEM_TABLES = (
+    "tidegate_checkpoints",
+    "tidegate_jobs",
+    "tidegate_state_store",
+    "tidegate_source_progress",
+    "tidegate_watermarks",
+)
 
 
 def system_tables(statement: exp.Expression, database: Database) -> dict[str, pa.Table]:
@@ -160,7 +218,77 @@ def system_tables(statement: exp.Expression, database: Database) -> dict[str, pa
         tables["tidegate_jobs"] = _jobs_table(database)
     if "tidegate_state_store" in names:
         tables["tidegate_state_store"] = _state_store_table(database)
+    if "tidegate_source_progress" in names:
+        tables["tidegate_source_progress"] = _source_progress_table(database)
+    if "tidegate_watermarks" in names:
+        tables["tidegate_watermarks"] = _watermarks_table(database)
     return tables
+
+
+def _watermarks_table(database: Database) -> pa.Table:
+    """Per table or source with a WATERMARK: its column and delay, and per job generating it (the table's
+    own, or each view reading the source) the current watermark and the late rows dropped since the job
+    (re)started; a source no view reads has one row with NULL job."""
+    running: dict[int, list[tuple[str, int | None, int]]] = {}
+    for progress in database.streaming.runtime.watermark_progress():
+        job = database.catalog.get_by_id(progress.job_id)
+        if job is not None:
+            running.setdefault(progress.relation_id, []).append((job.name, progress.value_us, progress.late_rows))
+    rows = []
+    for relation in database.catalog.relations():
+        if relation.watermark is None:
+            continue
+        declared = {
+            "relation_name": relation.name,
+            "column_name": relation.watermark.column,
+            "delay": pa.MonthDayNano([0, 0, relation.watermark.delay_us * 1000]),
+        }
+        for job_name, value_us, late_rows in sorted(running.get(relation.id, []), key=lambda r: r[0]):
+            rows.append({**declared, "job_name": job_name, "watermark": value_us, "late_rows": late_rows})
+        if relation.id not in running:
+            rows.append({**declared, "job_name": None, "watermark": None, "late_rows": None})
+    schema = pa.schema(
+        [
+            ("relation_name", pa.string()),
+            ("column_name", pa.string()),
+            ("delay", pa.month_day_nano_interval()),
+            ("job_name", pa.string()),
+            ("watermark", pa.timestamp("us")),
+            ("late_rows", pa.int64()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _source_progress_table(database: Database) -> pa.Table:
+    """One row per running view and source it generates: the next event number and the configured end.
+
+    Read from the session's thread while the sources run; see ``StreamingRuntime.source_progress``.
+    """
+    rows = []
+    for progress in database.streaming.runtime.source_progress():
+        view = database.catalog.get_by_id(progress.view_id)
+        source = database.catalog.get_by_id(progress.source_id)
+        if view is None or source is None:
+            continue  # dropped while we read
+        rows.append(
+            {
+                "view_name": view.name,
+                "source_name": source.name,
+                "next_offset": progress.next_offset,
+                "end_offset": progress.end_offset,
+            }
+        )
+    rows.sort(key=lambda r: (str(r["view_name"]), str(r["source_name"])))
+    schema = pa.schema(
+        [
+            ("view_name", pa.string()),
+            ("source_name", pa.string()),
+            ("next_offset", pa.int64()),
+            ("end_offset", pa.int64()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _state_store_table(database: Database) -> pa.Table:
@@ -247,8 +375,8 @@ def select_arrow(
             con.register(name, table)
         name_select_items(statement)
         try:
-            return con.sql(to_duckdb(statement)).to_arrow_table()
+            return _arrays_as_text(con.sql(to_duckdb(statement)).to_arrow_table())
         except duckdb.Error as error:
-            raise translate_error(error, sql) from error
+            raise _postgres_wording(translate_error(error, sql)) from error
     finally:
         con.close()

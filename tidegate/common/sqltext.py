@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
 
+from tidegate.common.functions import translate_functions
 from tidegate.common.types import NUMERIC_PRECISION_MAX, UNCONSTRAINED_NUMERIC_SCALE
 
 AGGREGATES: dict[type[exp.Expression], str] = {
@@ -13,6 +14,8 @@ AGGREGATES: dict[type[exp.Expression], str] = {
     exp.Avg: "avg",
     exp.Min: "min",
     exp.Max: "max",
+    exp.GroupConcat: "string_agg",  # what sqlglot reads PostgreSQL's string_agg as
+    exp.ArrayAgg: "array_agg",
 }
 
 
@@ -53,6 +56,9 @@ def to_duckdb(expression: exp.Expression) -> str:
                 ):
                     target = "INTEGER" if other.is_int else "DECIMAL(38, 10)"
                     string.replace(exp.cast(string.copy(), exp.DataType.build(target)))
+        if isinstance(node, exp.GroupConcat) and isinstance(node.args.get("separator"), exp.Null):
+            # PostgreSQL's string_agg(x, NULL) joins with nothing; DuckDB's would be NULL.
+            node.set("separator", exp.Literal.string(""))
         if isinstance(node, exp.Interval) and isinstance(node.this, exp.Literal) and node.this.is_string:
             # PostgreSQL's interval text ('1 mon', '2 days 03:00') as one string DuckDB parses whole.
             unit = node.args.get("unit")
@@ -60,7 +66,8 @@ def to_duckdb(expression: exp.Expression) -> str:
             return exp.cast(exp.Literal.string(text), exp.DataType.build("INTERVAL"))
         return node
 
-    return expression.copy().transform(fix).sql(dialect=DuckDB)
+    # PostgreSQL's function calls first (common.functions), then the literal fixes above.
+    return translate_functions(expression.copy()).transform(fix).sql(dialect=DuckDB)
 
 
 def output_name(expression: exp.Expression) -> str:
@@ -70,7 +77,8 @@ def output_name(expression: exp.Expression) -> str:
     if isinstance(expression, exp.Column):
         return expression.name
     inner = expression
-    while isinstance(inner, exp.Paren | exp.Cast):
+    # count(*) FILTER (…) is named count, (regexp_match(…))[2] regexp_match
+    while isinstance(inner, exp.Paren | exp.Cast | exp.Filter | exp.Bracket):
         if isinstance(inner, exp.Cast) and not isinstance(inner.this, exp.Column):
             return inner.to.sql(dialect="postgres").lower().split("(")[0]
         inner = inner.this

@@ -57,7 +57,9 @@ def parse_nexmark_options(options: dict[str, str]) -> NexmarkSourceOptions:
     if connector is None:
         raise InvalidParameterValue("a source needs the option connector (e.g. connector = 'nexmark')")
     if connector.lower() != CONNECTOR:
-        raise FeatureNotSupported(f'connector "{connector}" is not supported; the only source connector is nexmark')
+        raise FeatureNotSupported(
+            f'connector "{connector}" is not supported; the source connectors are nexmark and datagen'
+        )
     for key in options:
         if key not in _SOURCE_OPTIONS and key not in _CONFIG_OPTIONS:
             raise InvalidParameterValue(

@@ -42,6 +42,14 @@ class ColumnDef:
     hidden: bool = False
 
 
+@dataclass(frozen=True)
+class WatermarkDef:
+    """``WATERMARK FOR column AS column - INTERVAL delay`` of a table or source."""
+
+    column: str
+    delay_us: int
+
+
 @dataclass
 class Relation:
     id: int
@@ -58,6 +66,10 @@ class Relation:
     plan: dict[str, Any] = field(default_factory=dict)
     # A source's WITH options (connector = 'nexmark', …); empty for tables and views.
     options: dict[str, str] = field(default_factory=dict)
+    # The declared watermark of a table or source (docs/design/20261127_watermarks.md).
+    watermark: WatermarkDef | None = None
+    # A table that only ever gets inserts: APPEND ONLY, or implied by a WATERMARK.
+    append_only: bool = False
 
     @property
     def visible_columns(self) -> list[ColumnDef]:
@@ -84,6 +96,10 @@ class Relation:
             "dependencies": self.dependencies,
             "plan": self.plan,
             "options": self.options,
+            "watermark": None
+            if self.watermark is None
+            else {"column": self.watermark.column, "delay_us": self.watermark.delay_us},
+            "append_only": self.append_only,
         }
 
     @staticmethod
@@ -101,6 +117,9 @@ class Relation:
             dependencies=list(data["dependencies"]),
             plan=data["plan"],
             options=dict(data.get("options") or {}),  # absent before sources existed
+            # Both absent before watermarks existed.
+            watermark=None if not data.get("watermark") else WatermarkDef(**data["watermark"]),
+            append_only=bool(data.get("append_only", False)),
         )
 
 

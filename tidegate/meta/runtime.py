@@ -6,9 +6,10 @@ deterministic simulation (tests/sim) drives it directly on a single loop with
 an inline checkpoint executor and a fake clock.
 
 This release runs one actor per relation: a table's actor is its log source
-followed by Materialize; a view's actor is its operator chain (fed by the
-actors of the relations it reads, or by a source generator of its own)
-followed by Materialize. A source relation has no actor.
+followed by Materialize; a view's actor is its operator tree (fed by the
+actors of the relations it reads, one channel per scan, and by a generator of
+its own for each source it reads) followed by Materialize. A source relation
+has no actor.
 
 Recovery at run time (DESIGN §5 step 6): when an actor fails, every actor is
 stopped, epochs that were collected everywhere are still committed, the state
@@ -25,6 +26,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,9 +40,11 @@ from tidegate.state.store import StateStore
 from tidegate.stream.actor import Actor, Dispatcher
 from tidegate.stream.builder import BuildContext, build, materialized_table_id
 from tidegate.stream.channel import Channel
-from tidegate.stream.messages import AddMutation, BarrierKind, StopMutation
+from tidegate.stream.messages import AddMutation, Barrier, BarrierKind, StopMutation
+from tidegate.stream.operators.generator_source import GeneratingSource
 from tidegate.stream.operators.materialize import Materialize
 from tidegate.stream.operators.table_source import OFFSET_SCHEMA, TableSource
+from tidegate.stream.watermark import WATERMARK_STATE_SCHEMA, WatermarkGenerator, WatermarkSpec, value_to_micros
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,17 @@ NOT_AN_ACTOR = -1  # a failure no actor caused (a checkpoint of a CREATE): nothi
 # A job that fails this many times with no checkpoint committed in between is stopped.
 MAX_FAILURES = 3
 RECOVERY_BACKOFF_S = 0.1
+
+
+def _inject_all(injects: list[Callable[[Barrier], None]]) -> Callable[[Barrier], None]:
+    if len(injects) == 1:
+        return injects[0]
+
+    def inject(barrier: Barrier) -> None:
+        for one in injects:
+            one(barrier)
+
+    return inject
 
 
 def storage_schema(relation: Relation) -> pa.Schema:
@@ -60,14 +75,18 @@ class _Job:
     actor: Actor
     task: asyncio.Task[None] | None = None
     table_ids: list[int] = field(default_factory=list)
-    # The channel each upstream relation feeds this job's actor through.
-    inputs: dict[int, Channel] = field(default_factory=dict)
+    # Per scan: the upstream relation and the channel it feeds this job's actor through.
+    inputs: list[tuple[int, Channel]] = field(default_factory=list)
     log: Any = None  # a table's log
     # Set once the barrier that added the job committed; recovery rebuilds only created jobs.
     created: bool = False
     # A view's backfill is committed by the first checkpoint after the epoch that added it; until
     # then (this is that epoch) recovery must backfill it again.
     backfill_until: int | None = None
+    # The generators the job runs itself, with the source relation each one generates.
+    sources: list[tuple[int, GeneratingSource]] = field(default_factory=list)
+    # The watermark generators the job runs (its table's, its sources'), with the relation of each.
+    watermarks: list[tuple[int, WatermarkGenerator]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,27 @@ class JobFailure:
     relation_id: int
     error: str
     at: float
+
+
+@dataclass(frozen=True)
+class SourceProgress:
+    """How far one source of a running view has generated, as ``tidegate_source_progress`` shows it."""
+
+    view_id: int
+    source_id: int
+    next_offset: int  # the event (datagen: row) number the source generates next
+    # The first event number + nexmark.event.num (datagen: the row count); None for an unbounded source.
+    end_offset: int | None
+
+
+@dataclass(frozen=True)
+class WatermarkProgress:
+    """One running watermark generator, as ``tidegate_watermarks`` shows it."""
+
+    job_id: int  # the table, or the view whose job runs the source
+    relation_id: int  # the table or source that declares the watermark
+    value_us: int | None  # the current watermark in microseconds since 1970; None before any row
+    late_rows: int  # rows dropped as late since the job (re)started
 
 
 class StreamingRuntime:
@@ -181,7 +221,7 @@ class StreamingRuntime:
             job = self._build_job(relation, logs.get(relation.id), schemas, relation.id in backfill, new_sources)
             jobs.append(job)
             pending[relation.id] = job
-            for upstream_id, channel in job.inputs.items():
+            for upstream_id, channel in job.inputs:
                 if upstream_id in pending:
                     # Built in this same command: wire directly, no mutation needed.
                     pending[upstream_id].actor.dispatcher.outputs.append((relation.id, channel))
@@ -204,12 +244,23 @@ class StreamingRuntime:
         schema = schemas[relation.id]
         materialized = StateTable(self.store, materialized_table_id(relation.id), schema, relation.pk)
         table_ids = [materialized.table_id]
-        inputs: dict[int, Channel] = {}
+        inputs: list[tuple[int, Channel]] = []
+        sources: list[tuple[int, GeneratingSource]] = []
+        watermarks: list[tuple[int, WatermarkGenerator]] = []
         if relation.kind is RelationKind.TABLE:
             assert log is not None, relation.name
             offsets = StateTable(self.store, materialized.table_id | 1, OFFSET_SCHEMA, [0])
             table_ids.append(offsets.table_id)
-            table_source = TableSource(log, offsets, schema, relation.id)
+            generator = None
+            if relation.watermark is not None:
+                column = relation.column_index(relation.watermark.column)
+                assert column is not None, relation.watermark
+                state = StateTable(self.store, materialized.table_id | 2, WATERMARK_STATE_SCHEMA, [0])
+                table_ids.append(state.table_id)
+                spec = WatermarkSpec(column, relation.watermark.delay_us)
+                generator = WatermarkGenerator(spec, schema.field(column).type, state)
+                watermarks.append((relation.id, generator))
+            table_source = TableSource(log, offsets, schema, relation.id, watermark=generator)
             new_sources[relation.id] = table_source.inject
             root = Materialize(table_source, materialized)
         else:
@@ -225,13 +276,16 @@ class StreamingRuntime:
             chain = build(relation.plan["stream"], ctx)
             root = Materialize(chain, materialized)
             inputs = ctx.inputs
-            # The coordinator injects barriers per actor: one source per job, and no input besides it.
-            assert len(ctx.sources) <= 1 and not (ctx.sources and inputs), relation.name
-            for _, source in ctx.sources:
-                new_sources[relation.id] = source.inject
+            sources = ctx.sources
+            watermarks = [(r, s.watermark) for r, s in sources if s.watermark is not None]
+            # The coordinator injects each barrier once per actor: into every source the job runs.
+            if ctx.sources:
+                new_sources[relation.id] = _inject_all([source.inject for _, source in ctx.sources])
             table_ids += [(relation.id << 16) | n for n in range(1, ctx._next_state_table)]
         actor = Actor(relation.id, root, Dispatcher(relation.id), self.coordinator, name=relation.name)
-        return _Job(relation, actor, table_ids=table_ids, inputs=inputs, log=log)
+        return _Job(
+            relation, actor, table_ids=table_ids, inputs=inputs, log=log, sources=sources, watermarks=watermarks
+        )
 
     async def drop(self, relation_ids: list[int]) -> list[int]:
         """Stop the jobs of ``relation_ids``; returns their state table ids, which the caller drops
@@ -291,7 +345,7 @@ class StreamingRuntime:
         message = f"{type(error).__name__}: {error}"
         stopped = {actor_id}
         for job in self._jobs.values():  # dependency order: inputs come first
-            if stopped & set(job.inputs):
+            if stopped & {upstream for upstream, _ in job.inputs}:
                 stopped.add(job.relation.id)
         now = time.time()
         for relation_id in stopped:
@@ -336,3 +390,44 @@ class StreamingRuntime:
     def jobs(self) -> list[tuple[Relation, int]]:
         """Running jobs with their failure counts since the last checkpoint."""
         return [(j.relation, self._failures.get(j.relation.id, 0)) for j in self._jobs.values()]
+
+    def source_progress(self) -> list[SourceProgress]:
+        """Per created, running view and per source its job generates: the next event number and the end.
+
+        The offset counts events generated (the chunk being generated included), not yet
+        necessarily processed by the view: a FLUSH after the end is what makes the view complete.
+
+        Sessions call this from their own threads while the stream loop runs the sources. That is
+        safe without a lock: ``list()`` copies the job table and a job's source list in one step
+        under the GIL, and ``offset`` is a single int attribute that only the stream loop
+        rebinds, so a reader gets a value the source really had, never a torn one. Nothing is
+        shown during a recovery, when the rebuilt sources have not yet restored their committed
+        offsets; a view appears once the barrier that created it committed (its sources restored
+        their offsets on that barrier).
+        """
+        if self._recovering is not None:
+            return []
+        progress = []
+        for job in list(self._jobs.values()):
+            if not job.created or job.relation.id in self.failed:
+                continue
+            for source_id, source in list(job.sources):
+                progress.append(SourceProgress(job.relation.id, source_id, source.offset, source.end_offset))
+        return progress
+
+    def watermark_progress(self) -> list[WatermarkProgress]:
+        """Per created, running job and watermark generator it runs: the watermark and the late rows.
+
+        Read from sessions' threads like ``source_progress`` (single attribute reads under the GIL).
+        """
+        if self._recovering is not None:
+            return []
+        progress = []
+        for job in list(self._jobs.values()):
+            if not job.created or job.relation.id in self.failed:
+                continue
+            for relation_id, generator in list(job.watermarks):
+                value = generator.value
+                micros = None if value is None else value_to_micros(value, generator.time_type)
+                progress.append(WatermarkProgress(job.relation.id, relation_id, micros, generator.late_rows))
+        return progress

@@ -30,6 +30,7 @@ from tidegate.sql.dialect import (
     SetVariable,
     Show,
     TransactionControl,
+    emits_on_window_close,
     parse_sql,
     parse_statement,
     split_statements,
@@ -181,6 +182,8 @@ class Session:
         return result
 
     def _select(self, statement: exp.Expression, sql: str, params: Sequence[Any] | None) -> QueryResult:
+        if emits_on_window_close(statement):
+            raise FeatureNotSupported("EMIT ON WINDOW CLOSE is for materialized views, not for SELECT")
         if _is_catalog_query(sql):
             from tidegate.server.pg_catalog import answer_catalog_query
 
@@ -270,10 +273,13 @@ class Session:
             select = statement.args.get("expression")
             if select is None:
                 raise SqlError("EXPLAIN CREATE needs a MATERIALIZED VIEW … AS SELECT")
-            view = plan_materialized_view(select, self.catalog)
+            eowc = emits_on_window_close(statement)
+            view = plan_materialized_view(select, self.catalog, emit_on_window_close=eowc)
             lines = explain_lines(statement.this.name, view)
         elif isinstance(statement, exp.Query):
-            view = plan_materialized_view(statement, self.catalog)
+            view = plan_materialized_view(
+                statement, self.catalog, emit_on_window_close=emits_on_window_close(statement)
+            )
             lines = explain_lines("", view)
         else:
             raise FeatureNotSupported("EXPLAIN shows the stream plan of a SELECT or CREATE MATERIALIZED VIEW")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from tidegate.common.epoch import Clock, WallClock
 from tidegate.common.sqltext import position_of
 from tidegate.common.types import BIGINT, parse_type_name
+from tidegate.connectors.datagen_options import parse_datagen_options, with_base_times
 from tidegate.connectors.nexmark_options import parse_nexmark_options, source_columns
+from tidegate.connectors.source_connectors import source_connector
 from tidegate.connectors.table_writer import ROW_ID_COLUMN
 from tidegate.errors import (
+    DatatypeMismatch,
     DependentObjectsExist,
     DuplicateColumn,
     DuplicateObject,
@@ -19,9 +23,12 @@ from tidegate.errors import (
     UndefinedRelation,
     WrongObjectType,
 )
-from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind
-from tidegate.sql.dialect import CreateSource, DropSource
+from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind, WatermarkDef
+from tidegate.sql.dialect import APPEND_ONLY, CreateSource, DropSource, emits_on_window_close
+from tidegate.sql.plan_from import interval_micros
 from tidegate.sql.planner import plan_materialized_view
+
+TIMESTAMP_KINDS = ("timestamp without time zone", "timestamp with time zone")
 
 
 def check_name_free(catalog: Catalog, name: str, node: exp.Expression) -> None:
@@ -36,7 +43,11 @@ def bind_create_table(create: exp.Create, catalog: Catalog, relation_id: int, sq
     name = schema.this.name
     columns: list[ColumnDef] = []
     pk_names: list[str] = []
+    watermarks: list[exp.WatermarkColumnConstraint] = []
     for item in schema.expressions:
+        if isinstance(item, exp.WatermarkColumnConstraint):
+            watermarks.append(item)
+            continue
         if isinstance(item, exp.PrimaryKey):
             if pk_names:
                 raise InvalidTableDefinition(f'multiple primary keys for table "{name}" are not allowed')
@@ -71,6 +82,17 @@ def bind_create_table(create: exp.Create, catalog: Catalog, relation_id: int, sq
     for key in pk_names:
         if key not in names:
             raise UndefinedColumn(f'column "{key}" named in key does not exist')
+    watermark = bind_watermark(watermarks, columns)
+    properties = create.args.get("properties")
+    declared_append_only = properties is not None and any(
+        p.name.upper() == APPEND_ONLY for p in properties.expressions if isinstance(p, exp.Property)
+    )
+    # A watermark drops late rows, which only an insert can be: such a table is append-only (as RisingWave
+    # requires APPEND ONLY for it), and an append-only table has no key an insert could collide with.
+    append_only = declared_append_only or watermark is not None
+    if append_only and pk_names:
+        why = "APPEND ONLY" if declared_append_only else "a WATERMARK (it is append-only)"
+        raise FeatureNotSupported(f'table "{name}" with {why} cannot have a primary key')
     if pk_names:
         columns = [ColumnDef(c.name, c.type, False, c.hidden) if c.name in pk_names else c for c in columns]
         pk = [names.index(k) for k in pk_names]
@@ -85,12 +107,60 @@ def bind_create_table(create: exp.Create, catalog: Catalog, relation_id: int, sq
         pk=pk,
         user_pk=bool(pk_names),
         definition=sql,
+        watermark=watermark,
+        append_only=append_only,
     )
 
 
-def bind_create_source(create: CreateSource, relation_id: int, sql: str) -> Relation:
-    """A nexmark source: its columns are fixed by the table type; a declared list must name them."""
+def bind_watermark(items: list[exp.WatermarkColumnConstraint], columns: list[ColumnDef]) -> WatermarkDef | None:
+    """The one ``WATERMARK FOR col AS col [- INTERVAL '…']`` of a table or source, if it has one."""
+    if not items:
+        return None
+    if len(items) > 1:
+        raise FeatureNotSupported("a table or source has at most one WATERMARK", position=position_of(items[1]))
+    item = items[0]
+    target = item.this
+    if not isinstance(target, exp.Column) or target.table:
+        raise FeatureNotSupported("WATERMARK FOR needs a column of the relation", position=position_of(item))
+    name = target.name
+    column = next((c for c in columns if c.name == name and not c.hidden), None)
+    if column is None:
+        raise UndefinedColumn(f'column "{name}" named in WATERMARK does not exist', position=position_of(target))
+    if column.type.kind not in TIMESTAMP_KINDS:
+        raise DatatypeMismatch(
+            f'the WATERMARK column "{name}" must be a timestamp, not {column.type}', position=position_of(target)
+        )
+    return WatermarkDef(name, _watermark_delay(item.expression, name))
+
+
+def _watermark_delay(expression: exp.Expression | None, name: str) -> int:
+    """The delay of ``col`` (0) or ``col - INTERVAL '…'`` in microseconds; other shapes are refused."""
+    node = expression
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Column) and node.name == name and not node.table:
+        return 0
+    if (
+        isinstance(node, exp.Sub)
+        and isinstance(node.this, exp.Column)
+        and node.this.name == name
+        and not node.this.table
+        and isinstance(node.expression, exp.Interval | exp.Cast)
+    ):
+        return interval_micros(node.expression, "a watermark's delay", zero_allowed=True)
+    shown = expression.sql("postgres") if expression is not None else "nothing"
+    raise FeatureNotSupported(
+        f"WATERMARK FOR {name} AS {shown} is not supported: write {name} or {name} - INTERVAL '…'",
+        position=position_of(expression) if expression is not None else None,
+    )
+
+
+def bind_create_source(create: CreateSource, relation_id: int, sql: str, clock: Clock | None = None) -> Relation:
+    """A nexmark source: its columns are fixed by the table type; a declared list must name them.
+    A datagen source: its columns are the declared ones (``clock`` fixes the base time of random times)."""
     options = dict(create.options)
+    if source_connector(options) == "datagen":
+        return _bind_datagen_source(create, relation_id, sql, options, (clock or WallClock()).now_ms())
     parsed = parse_nexmark_options(options)
     fixed = source_columns(parsed)
     if create.columns is not None:
@@ -105,6 +175,7 @@ def bind_create_source(create: CreateSource, relation_id: int, sql: str) -> Rela
         for _, type_text in create.columns:
             parse_type_name(type_text)  # an unknown type is still an error
     columns = [ColumnDef(name, sql_type) for name, sql_type in fixed]
+    watermark = bind_watermark(list(create.watermarks), columns)
     # The event number: unique and the same on every replay, so it keys the rows of views.
     columns.append(ColumnDef(ROW_ID_COLUMN, BIGINT, False, hidden=True))
     return Relation(
@@ -115,6 +186,44 @@ def bind_create_source(create: CreateSource, relation_id: int, sql: str) -> Rela
         pk=[len(columns) - 1],
         definition=sql,
         options=options,
+        watermark=watermark,
+    )
+
+
+def _bind_datagen_source(
+    create: CreateSource, relation_id: int, sql: str, options: dict[str, str], now_ms: int
+) -> Relation:
+    if not create.columns:
+        raise InvalidTableDefinition(
+            "a datagen source needs a column list: CREATE SOURCE s (id BIGINT, …) WITH (connector = 'datagen', …)"
+        )
+    declared = [(name, parse_type_name(type_text)) for name, type_text in create.columns]
+    seen: set[str] = set()
+    for name, _ in declared:
+        if name in seen or name == ROW_ID_COLUMN:
+            raise DuplicateColumn(
+                f'column "{name}" specified more than once'
+                if name in seen
+                else f'column name "{name}" is taken by the hidden row number of a source'
+            )
+        seen.add(name)
+    # Random times count back from the creation time, stored with the options: a replay, a restart
+    # and every view over the source generate the same rows.
+    options = with_base_times(options, declared, now_ms)
+    parse_datagen_options(options, declared)
+    columns = [ColumnDef(name, sql_type) for name, sql_type in declared]
+    watermark = bind_watermark(list(create.watermarks), columns)
+    # The row number: unique and the same on every replay, so it keys the rows of views.
+    columns.append(ColumnDef(ROW_ID_COLUMN, BIGINT, False, hidden=True))
+    return Relation(
+        id=relation_id,
+        name=create.name,
+        kind=RelationKind.SOURCE,
+        columns=columns,
+        pk=[len(columns) - 1],
+        definition=sql,
+        options=options,
+        watermark=watermark,
     )
 
 
@@ -123,14 +232,16 @@ def bind_create_materialized_view(create: exp.Create, catalog: Catalog, relation
     select = create.args.get("expression")
     if select is None:
         raise SqlError("CREATE MATERIALIZED VIEW needs AS SELECT …")
-    view = plan_materialized_view(select, catalog)
+    emit_on_window_close = emits_on_window_close(create)
+    view = plan_materialized_view(select, catalog, emit_on_window_close=emit_on_window_close)
+    definition = select.sql("postgres", pretty=True)
     return Relation(
         id=relation_id,
         name=name,
         kind=RelationKind.MATERIALIZED_VIEW,
         columns=view.columns,
         pk=view.pk,
-        definition=select.sql("postgres", pretty=True),
+        definition=f"{definition}\nEMIT ON WINDOW CLOSE" if emit_on_window_close else definition,
         dependencies=view.dependencies,
         plan=view.plan,
     )

@@ -5,6 +5,12 @@ as commands, CREATE SOURCE, DROP SOURCE) are recognised here by their leading
 keywords and returned as small typed statements; everything else is a sqlglot
 expression tree. Parse errors become ``SqlSyntaxError`` with PostgreSQL's
 1-based position.
+
+RisingWave's streaming clauses: ``WATERMARK FOR col AS expr`` in a column list
+(a ``WatermarkColumnConstraint`` item), ``APPEND ONLY`` after CREATE TABLE's
+column list (an ``APPEND_ONLY`` property), and a trailing ``EMIT ON WINDOW
+CLOSE``, which is cut off before sqlglot parses the statement and recorded in
+the tree's ``meta`` (``emits_on_window_close``).
 """
 
 from __future__ import annotations
@@ -18,13 +24,56 @@ from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+from sqlglot.parsers.postgres import PostgresParser
 from sqlglot.tokens import TokenType
 
+from tidegate.common.functions import CALLS_KEPT_BY_THE_PARSER
 from tidegate.errors import SqlError, SqlSyntaxError
 
 
 class Tidegate(Postgres):
     """PostgreSQL, as tidegate speaks it."""
+
+    class Parser(PostgresParser):
+        # TO_CHAR, date_part and MOD stay calls; common.functions gives them PostgreSQL's meaning.
+        FUNCTIONS = {**PostgresParser.FUNCTIONS, **CALLS_KEPT_BY_THE_PARSER}
+        FUNCTION_PARSERS = {k: v for k, v in PostgresParser.FUNCTION_PARSERS.items() if k != "DATE_PART"}
+        # WATERMARK FOR col AS expr among a table's columns, as RisingWave's parser reads it.
+        CONSTRAINT_PARSERS = {
+            **PostgresParser.CONSTRAINT_PARSERS,
+            "WATERMARK": lambda self: self.expression(
+                exp.WatermarkColumnConstraint(
+                    this=self._match(TokenType.FOR) and self._parse_column(),
+                    expression=self._match(TokenType.ALIAS) and self._parse_disjunction(),
+                )
+            ),
+        }
+        SCHEMA_UNNAMED_CONSTRAINTS = {*PostgresParser.SCHEMA_UNNAMED_CONSTRAINTS, "WATERMARK"}
+        PROPERTY_PARSERS = {
+            **PostgresParser.PROPERTY_PARSERS,
+            "APPEND": lambda self: (
+                self._match_text_seq("ONLY")
+                and self.expression(exp.Property(this=exp.var(APPEND_ONLY), value=exp.true()))
+            ),
+        }
+
+        def _parse_interval_span(self, this: exp.Expr, parse_function_unit: bool = True) -> exp.Interval:
+            interval = super()._parse_interval_span(this, parse_function_unit=parse_function_unit)
+            # sqlglot reads '1 day 02:00:00' as '1' DAY and drops the rest: keep such text whole.
+            text = this.name if this is not None and this.is_string else None
+            if text is not None and not exp.INTERVAL_STRING_RE.fullmatch(text) and interval.this is not this:
+                interval.set("this", exp.Literal.string(text))
+                interval.set("unit", None)
+            return interval
+
+
+APPEND_ONLY = "APPEND_ONLY"  # the property CREATE TABLE … APPEND ONLY carries
+_EMIT_ON_WINDOW_CLOSE = "emit_on_window_close"  # the meta key of a trailing EMIT ON WINDOW CLOSE
+
+
+def emits_on_window_close(statement: exp.Expression) -> bool:
+    """Whether the statement ended with ``EMIT ON WINDOW CLOSE``."""
+    return bool(statement.meta.get(_EMIT_ON_WINDOW_CLOSE))
 
 
 @dataclass(frozen=True)
@@ -60,6 +109,8 @@ class CreateSource:
     columns: tuple[tuple[str, str], ...] | None
     options: tuple[tuple[str, str], ...]  # WITH (key = 'value', …), keys lower-cased, in order
     if_not_exists: bool = False
+    # The WATERMARK FOR items of the column list (normally at most one).
+    watermarks: tuple[exp.WatermarkColumnConstraint, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +199,7 @@ def parse_statement(sql: str) -> Statement:
 
 
 def parse_sql(sql: str) -> exp.Expression:
+    sql, emit_on_window_close = _cut_emit_on_window_close(sql)
     try:
         expressions = sqlglot.parse(sql, read=Tidegate)
     except ParseError as error:
@@ -161,7 +213,31 @@ def parse_sql(sql: str) -> exp.Expression:
     statement = normalize_identifiers(parsed[0], dialect=Tidegate)
     if isinstance(statement, exp.Command):
         raise SqlSyntaxError(f'syntax error at or near "{statement.name}"', position=1)
+    if emit_on_window_close:
+        view = isinstance(statement, exp.Create) and (statement.args.get("kind") or "").upper() == "VIEW"
+        if not (view or isinstance(statement, exp.Query)):
+            raise SqlSyntaxError('syntax error at or near "EMIT"', position=len(sql) + 2)
+        statement.meta[_EMIT_ON_WINDOW_CLOSE] = True
     return statement  # type: ignore[return-value]
+
+
+_CLOSE = re.compile(r"\bCLOSE\b", re.IGNORECASE)
+
+
+def _cut_emit_on_window_close(sql: str) -> tuple[str, bool]:
+    """``sql`` without a trailing ``EMIT ON WINDOW CLOSE`` (tokens, so strings and comments are safe)."""
+    if not _CLOSE.search(sql):
+        return sql, False  # most statements: no second tokenization
+    try:
+        tokens = Tidegate().tokenize(sql)
+    except TokenError:
+        return sql, False  # parse_sql reports it
+    while tokens and tokens[-1].token_type == TokenType.SEMICOLON:
+        tokens = tokens[:-1]
+    words = [t.text.upper() for t in tokens[-4:]]
+    if words != ["EMIT", "ON", "WINDOW", "CLOSE"] or tokens[-4].token_type != TokenType.VAR:
+        return sql, False
+    return sql[: tokens[-4].start].rstrip(), True
 
 
 def _syntax_error(sql: str, error: ParseError) -> SqlSyntaxError:
@@ -183,9 +259,12 @@ def _create_source(match: re.Match[str]) -> CreateSource:
     name = _identifier(match.group(2))
     rest = match.group(3).strip()
     columns: tuple[tuple[str, str], ...] | None = None
+    watermarks: list[exp.WatermarkColumnConstraint] = []
     if rest.startswith("("):
         inside, rest = _parenthesized(rest)
-        columns = tuple(_column(item) for item in _split_top_level(inside))
+        items = _split_top_level(inside)
+        watermarks = [_watermark(item) for item in items if _WATERMARK.match(item)]
+        columns = tuple(_column(item) for item in items if not _WATERMARK.match(item))
     with_match = re.match(r"^WITH\s*(\(.*)$", rest, re.IGNORECASE | re.DOTALL)
     if with_match is None:
         raise SqlSyntaxError("CREATE SOURCE needs WITH (connector = '…', …)")
@@ -202,7 +281,19 @@ def _create_source(match: re.Match[str]) -> CreateSource:
             raise SqlError(f'option "{key}" specified more than once')
         value = option.group(2)
         options.append((key, value[1:-1].replace("''", "'") if value.startswith("'") else value))
-    return CreateSource(name, columns, tuple(options), bool(match.group(1)))
+    return CreateSource(name, columns, tuple(options), bool(match.group(1)), tuple(watermarks))
+
+
+_WATERMARK = re.compile(r"^\s*WATERMARK\s+FOR\b", re.IGNORECASE)
+
+
+def _watermark(item: str) -> exp.WatermarkColumnConstraint:
+    """A ``WATERMARK FOR col AS expr`` item of CREATE SOURCE's column list, parsed as CREATE TABLE's is."""
+    statement = parse_sql(f"CREATE TABLE __watermark ({item.strip()})")
+    found = statement.find(exp.WatermarkColumnConstraint)
+    if found is None:
+        raise SqlSyntaxError(f"syntax error in {item.strip()!r} (expected WATERMARK FOR column AS expression)")
+    return found
 
 
 def _unquoted(text: str) -> Iterator[tuple[int, str, int]]:

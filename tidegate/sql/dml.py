@@ -51,6 +51,13 @@ def target_table(database: Database, table: exp.Table, verb: str) -> Relation:
     return relation
 
 
+def _refuse_if_append_only(relation: Relation, verb: str) -> None:
+    """An append-only table (APPEND ONLY, or with a WATERMARK) only takes inserts."""
+    if relation.append_only:
+        why = "it has a WATERMARK" if relation.watermark is not None else "APPEND ONLY"
+        raise FeatureNotSupported(f'{verb} of table "{relation.name}" is not supported: it is append-only ({why})')
+
+
 def _cast_type(sql_type: SqlType) -> str:
     if sql_type.kind == "numeric":
         return "DECIMAL" if sql_type.precision is None else f"DECIMAL({sql_type.precision},{sql_type.scale})"
@@ -340,6 +347,7 @@ def _matching_rows(
 def update(database: Database, statement: exp.Update, sql: str, params: Sequence[Any] | None) -> QueryResult:
     statement = bind_parameters(statement.copy(), params)  # type: ignore[assignment]
     relation = target_table(database, statement.this, "update")
+    _refuse_if_append_only(relation, "UPDATE")
     if statement.args.get("from") or statement.args.get("from_"):
         raise FeatureNotSupported("UPDATE … FROM is not supported yet")
     alias = statement.this.alias or relation.name
@@ -404,6 +412,7 @@ def _key_changing_update(
 def delete(database: Database, statement: exp.Delete, sql: str, params: Sequence[Any] | None) -> QueryResult:
     statement = bind_parameters(statement.copy(), params)  # type: ignore[assignment]
     relation = target_table(database, statement.this, "delete from")
+    _refuse_if_append_only(relation, "DELETE")
     if statement.args.get("using"):
         raise FeatureNotSupported("DELETE … USING is not supported yet")
     alias = statement.this.alias or relation.name

@@ -7,13 +7,18 @@ DuckDB for the type over an empty input, so plan types and runtime types agree.
 
 Shapes planned in this release::
 
-    scan|source → [filter WHERE] → project                    (no aggregation)
-    scan → [filter WHERE] → project(keys, args) → hash_agg
-         → [filter HAVING] → project(select list)             (GROUP BY / aggregates)
+    scan|source → [filter WHERE] → [temporal_filter now()] → project     (no aggregation)
+    scan → [filter WHERE] → [temporal_filter now()] → project(keys, args) → hash_agg
+         → [filter HAVING] → project(select list)                       (GROUP BY / aggregates)
 
 Every view has a stream key that identifies its rows in storage: the upstream's
 key for a projection (kept as hidden columns when the select list drops it),
 the group keys for an aggregation. The plan is plain data (see ``stream.builder``).
+
+The planner also follows which columns carry a watermark at run time (as the
+operators propagate them: plain column copies, TUMBLE/HOP windows, group keys,
+UNION ALL of columns that carry one in every branch; not joins nor top-N), so
+that ``EMIT ON WINDOW CLOSE`` can require a group key with one.
 """
 
 from __future__ import annotations
@@ -26,30 +31,24 @@ import pyarrow as pa
 from sqlglot import exp
 
 from tidegate.common.duck import connect, translate_error
-from tidegate.common.sqltext import AGGREGATES, output_name, position_of, to_duckdb
+from tidegate.common.sqltext import AGGREGATES, output_name, position_of
 from tidegate.common.types import BIGINT, DOUBLE, NUMERIC, SqlType, from_arrow
 from tidegate.errors import (
-    AmbiguousColumn,
     DatatypeMismatch,
     DuplicateColumn,
     FeatureNotSupported,
     GroupingError,
     InvalidColumnReference,
     SqlSyntaxError,
-    TidegateError,
-    UndefinedColumn,
     UndefinedFunction,
     UndefinedRelation,
 )
-from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind
-
-
-@dataclass
-class ScopeColumn:
-    name: str
-    type: SqlType
-    qualifier: str | None
-    hidden: bool = False
+from tidegate.meta.catalog import Catalog, ColumnDef
+from tidegate.sql.plan_from import FromPlanner, PlannedInput, conjoin
+from tidegate.sql.plan_temporal import plan_temporal_filters, split_temporal_conjuncts
+from tidegate.sql.plan_top_n import RANK_COLUMN, plan_order_limit, plan_ranking, ranking_item
+from tidegate.sql.scope import ExpressionCompiler, ScopeColumn
+from tidegate.sql.scope import type_text as _type_text
 
 
 @dataclass
@@ -59,105 +58,61 @@ class PlannedView:
     plan: dict[str, Any]
     dependencies: list[int]
     explain: list[str] = field(default_factory=list)
+    # The rows only ever arrive (no update or delete): see ``PlannedInput.append_only``.
+    append_only: bool = False
+    # The output columns that carry a watermark: see ``PlannedInput.watermark_columns``.
+    watermark_columns: list[int] = field(default_factory=list)
 
 
-class ExpressionCompiler:
-    """Compiles expressions over one input scope to DuckDB SQL on ``_0, _1, …``."""
-
-    def __init__(self, scope: list[ScopeColumn]) -> None:
-        self.scope = scope
-
-    def resolve(self, column: exp.Column) -> int:
-        name = column.name
-        qualifier = column.table or None
-        matches = [
-            i for i, c in enumerate(self.scope) if c.name == name and (qualifier is None or c.qualifier == qualifier)
-        ]
-        if not matches:
-            shown = f"{qualifier}.{name}" if qualifier else name
-            raise UndefinedColumn(f'column "{shown}" does not exist', position=position_of(column))
-        if len(matches) > 1:
-            raise AmbiguousColumn(f'column reference "{name}" is ambiguous', position=position_of(column))
-        return matches[0]
-
-    def rewrite(self, expression: exp.Expression) -> exp.Expression:
-        def replace(node: exp.Expression) -> exp.Expression:
-            if isinstance(node, exp.Column) and not isinstance(node.this, exp.Star):
-                return exp.column(f"_{self.resolve(node)}")
-            if isinstance(node, exp.Placeholder | exp.Parameter):
-                raise FeatureNotSupported("parameters are not allowed in a materialized view")
-            if isinstance(node, exp.Subquery | exp.Exists) or (
-                isinstance(node, exp.In) and node.args.get("query") is not None
-            ):
-                raise FeatureNotSupported("subqueries in expressions are not supported yet")
-            return node
-
-        return expression.copy().transform(replace)
-
-    def compile(self, expressions: list[exp.Expression]) -> tuple[list[str], list[SqlType]]:
-        compiled = [to_duckdb(self.rewrite(e)) for e in expressions]
-        types = self.infer_types(compiled, expressions)
-        # A bare column keeps its declared type (jsonb, varchar(n)), which Arrow alone cannot tell.
-        for i, text in enumerate(compiled):
-            if (
-                text.startswith("_")
-                and text[1:].isdigit()
-                and self.scope[int(text[1:])].type.arrow.equals(types[i].arrow)
-            ):
-                types[i] = self.scope[int(text[1:])].type
-        return compiled, types
-
-    def infer_types(self, compiled: list[str], originals: list[exp.Expression]) -> list[SqlType]:
-        if not compiled:
-            return []
-        schema = pa.schema([pa.field(f"_{i}", c.type.arrow) for i, c in enumerate(self.scope)])
-        con = connect(streaming=True)
-        try:
-            con.register("__input", schema.empty_table())
-            select = ", ".join(f"{c} AS r{i}" for i, c in enumerate(compiled))
-            result = con.sql(f"SELECT {select} FROM __input").to_arrow_table()
-        except Exception as error:  # DuckDB's binder speaks for type errors
-            translated = translate_error(error) if isinstance(error, duckdb.Error) else error
-            if isinstance(translated, TidegateError) and translated.position is None and originals:
-                translated.position = position_of(originals[0])
-            raise translated from error
-        finally:
-            con.close()
-        return [from_arrow(f.type) for f in result.schema]
-
-
-def _scan_scope(relation: Relation, alias: str | None) -> list[ScopeColumn]:
-    qualifier = alias or relation.name
-    return [ScopeColumn(c.name, c.type, qualifier, c.hidden) for c in relation.columns]
-
-
-def plan_materialized_view(select: exp.Expression, catalog: Catalog) -> PlannedView:
+def plan_materialized_view(
+    select: exp.Expression,
+    catalog: Catalog,
+    ctes: dict[str, exp.Expression] | None = None,
+    rank_limit: int | None = None,
+    *,
+    emit_on_window_close: bool = False,
+) -> PlannedView:
+    """Plan a view's query; ``ctes`` are the WITH queries of enclosing queries, by name;
+    ``rank_limit`` the bound an enclosing WHERE puts on this query's ranking function;
+    ``emit_on_window_close``: the view emits each group once, when a watermark closes it."""
+    ctes = dict(ctes or {})
+    with_key = "with_" if "with_" in select.args else "with"
+    with_ = select.args.get(with_key)
+    if with_ is not None:
+        if with_.args.get("recursive"):
+            raise FeatureNotSupported("WITH RECURSIVE in a materialized view is not supported")
+        for cte in with_.expressions:
+            ctes[cte.alias] = cte.this
+        select = select.copy()
+        select.set(with_key, None)
+    if emit_on_window_close and not isinstance(select, exp.Select):
+        raise FeatureNotSupported(_EOWC_SHAPE)
     if isinstance(select, exp.Union) and not select.args.get("distinct"):
-        return _plan_union_all(select, catalog)
+        return _plan_union_all(select, catalog, ctes)
     if isinstance(select, exp.Union | exp.Intersect | exp.Except):
         raise FeatureNotSupported(
             "UNION without ALL, INTERSECT and EXCEPT in a materialized view are not supported yet"
         )
     if not isinstance(select, exp.Select):
         raise FeatureNotSupported("a materialized view must be defined by a SELECT")
-    for unsupported, what in (
-        ("joins", "joins"),
-        ("with", "WITH"),
-        ("limit", "LIMIT"),
-        ("distinct", "DISTINCT"),
-    ):
-        if select.args.get(unsupported):
-            raise FeatureNotSupported(f"{what} in a materialized view is not supported yet")
-    if select.args.get("windows") or any(select.find_all(exp.Window)):
-        raise FeatureNotSupported("window functions in a materialized view are not supported yet")
-    relation, alias, _table_node = _single_relation(select, catalog)
-    scope = _scan_scope(relation, alias)
-    plan = _scan_plan(relation)
+    if select.args.get("windows"):
+        raise FeatureNotSupported("WINDOW clauses in a materialized view are not supported")
+    ranked = ranking_item(select)
+    if ranked is not None and rank_limit is None:
+        raise FeatureNotSupported(
+            f"{ranked.kind}() in a materialized view needs a bound: select it in a subquery and filter "
+            f"the outer query with {ranked.alias} <= N",
+            position=position_of(ranked.window),
+        )
+    source, conjuncts = FromPlanner(catalog, plan_materialized_view, ctes).plan_from(select)
+    scope = source.scope
+    plan = source.plan
     compiler = ExpressionCompiler(scope)
+    # Conditions on now() become temporal filters above the ordinary one (plan_temporal.py).
+    temporal, conjuncts = split_temporal_conjuncts(conjuncts, compiler)
 
-    where = select.args.get("where")
-    if where is not None:
-        condition = where.this
+    if conjuncts:
+        condition = conjoin(conjuncts)
         if any(condition.find_all(*AGGREGATES)):
             raise GroupingError("aggregate functions are not allowed in WHERE", position=position_of(condition))
         [compiled], [condition_type] = compiler.compile([condition])
@@ -168,15 +123,48 @@ def plan_materialized_view(select: exp.Expression, catalog: Catalog) -> PlannedV
             "input": plan,
             "display": f"StreamFilter {{ {condition.sql('postgres')} }}",
         }
+    if temporal:
+        plan = plan_temporal_filters(temporal, plan, source.pk)
+        # Rows leave through a lower bound: the output is no longer append-only. The operator drops
+        # watermarks (a row entering late may lie below one), so no column carries one any more.
+        append_only = source.append_only and not any(b.lower for b in temporal)
+        source = PlannedInput(scope, plan, source.pk, source.dependencies, append_only, watermark_columns=[])
 
-    items = _expand_star(select.expressions, scope)
+    if ranked is not None and rank_limit is not None:
+        scope, plan = plan_ranking(scope, plan, source.pk, ranked, rank_limit, source.append_only)
+        source = PlannedInput(scope, plan, source.pk, source.dependencies)
+        compiler = ExpressionCompiler(scope)
+    items = _expand_star(select.expressions, [c for c in scope if c.name != RANK_COLUMN])
+    if ranked is not None:
+        items = [_rank_item(i, ranked.window) for i in items]
     has_aggregates = any(item.find(*AGGREGATES) for item in items) or select.args.get("having")
-    if select.args.get("group") or has_aggregates:
-        return _plan_aggregation(select, items, compiler, plan, relation)
-    return _plan_projection(items, compiler, plan, relation)
+    limited = select.args.get("limit") is not None or select.args.get("offset") is not None
+    if emit_on_window_close and (limited or ranked is not None or not (select.args.get("group") or has_aggregates)):
+        raise FeatureNotSupported(_EOWC_SHAPE, position=position_of(select))
+    if select.args.get("group") or has_aggregates or select.args.get("distinct"):
+        view = _plan_aggregation(select, items, compiler, plan, source, emit_on_window_close)
+    else:
+        view = _plan_projection(items, compiler, plan, source)
+        view.append_only = source.append_only
+    if limited:
+        view.plan["stream"] = plan_order_limit(select, view.columns, view.pk, view.plan["stream"], view.append_only)
+        view.append_only = False
+    return view
 
 
-def _plan_union_all(union: exp.Union, catalog: Catalog) -> PlannedView:
+_EOWC_SHAPE = (
+    "EMIT ON WINDOW CLOSE is supported on a view that aggregates with GROUP BY (no UNION, LIMIT or ranking around it)"
+)
+
+
+def _rank_item(item: exp.Expression, window: exp.Window) -> exp.Expression:
+    """The select item of the ranking function reads the rank the TopN appended."""
+    if isinstance(item, exp.Alias) and item.this is window:
+        return exp.Alias(this=exp.column(RANK_COLUMN), alias=exp.to_identifier(item.alias))
+    return item
+
+
+def _plan_union_all(union: exp.Union, catalog: Catalog, ctes: dict[str, exp.Expression]) -> PlannedView:
     """UNION ALL: each branch planned on its own and projected to one schema, then merged.
 
     The stream key is a hidden branch number plus every branch's own key, each in hidden
@@ -193,16 +181,10 @@ def _plan_union_all(union: exp.Union, catalog: Catalog) -> PlannedView:
             pending += [node.right, node.left]  # left first
         else:
             branches.append(node.this if isinstance(node, exp.Subquery) else node)
-    views = [plan_materialized_view(branch, catalog) for branch in branches]
+    views = [plan_materialized_view(branch, catalog, ctes) for branch in branches]
     visible = [[c for c in v.columns if not c.hidden] for v in views]
     if any(len(v) != len(visible[0]) for v in visible):
         raise SqlSyntaxError("each UNION query must have the same number of columns", position=position_of(union))
-    scans = [node for v in views for node in _plan_nodes(v.plan["stream"]) if node["op"] in ("scan", "source")]
-    if any(node["op"] == "source" for node in scans):
-        raise FeatureNotSupported("a UNION ALL over a source is not supported yet")
-    scanned = [node["relation_id"] for node in scans]
-    if len(set(scanned)) != len(scanned):
-        raise FeatureNotSupported("a materialized view that reads one relation twice is not supported yet")
     types = _union_types(visible)
     columns = [ColumnDef(c.name, t) for c, t in zip(visible[0], types)]
     taken = [c.name for c in columns]
@@ -243,7 +225,17 @@ def _plan_union_all(union: exp.Union, catalog: Catalog) -> PlannedView:
     dependencies = list(dict.fromkeys(d for v in views for d in v.dependencies))
     plan = {"op": "union", "inputs": inputs, "schema": schema, "display": "StreamUnion { all: true }"}
     pk = [len(visible[0])] + [p for positions in key_columns for p in positions]
-    return PlannedView(columns, pk, {"stream": plan}, dependencies)
+    # The merge emits a column's watermark once every branch has one (uncast) for it.
+    watermarks = [
+        j
+        for j, union_type in enumerate(types)
+        if all(
+            view.columns.index(visible[b][j]) in view.watermark_columns
+            and visible[b][j].type.arrow.equals(union_type.arrow)
+            for b, view in enumerate(views)
+        )
+    ]
+    return PlannedView(columns, pk, {"stream": plan}, dependencies, watermark_columns=watermarks)
 
 
 def _union_types(branches: list[list[ColumnDef]]) -> list[SqlType]:
@@ -266,46 +258,19 @@ def _union_types(branches: list[list[ColumnDef]]) -> list[SqlType]:
     return [from_arrow(f.type) for f in result.schema]
 
 
-def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every node of a stream plan, depth first."""
-    nodes = [plan]
-    for child in [plan["input"]] if "input" in plan else plan.get("inputs", []):
-        nodes += _plan_nodes(child)
-    return nodes
-
-
-def _scan_plan(relation: Relation) -> dict[str, Any]:
-    if relation.kind is RelationKind.SOURCE:
-        # The view's job runs the source's generator itself (docs/design/20261127_nexmark_source.md).
-        return {
-            "op": "source",
-            "relation_id": relation.id,
-            "connector": relation.options["connector"].lower(),
-            "options": dict(relation.options),
-            "schema": [[c.name, _type_text(c.type)] for c in relation.columns],
-            "display": f"StreamSource {{ {relation.name} }}",
-        }
-    return {"op": "scan", "relation_id": relation.id, "display": f"StreamScan {{ {relation.name} }}"}
-
-
-def _single_relation(select: exp.Select, catalog: Catalog) -> tuple[Relation, str | None, exp.Table]:
-    from_ = select.args.get("from") or select.args.get("from_")
-    if from_ is None:
-        raise FeatureNotSupported("a materialized view needs a FROM clause")
-    source = from_.this
-    if not isinstance(source, exp.Table):
-        raise FeatureNotSupported("subqueries in FROM are not supported yet in a materialized view")
-    relation = catalog.get(source.name)
-    if relation is None:
-        raise UndefinedRelation(f'relation "{source.name}" does not exist', position=position_of(source))
-    return relation, source.alias or None, source
-
-
 def _expand_star(items: list[exp.Expression], scope: list[ScopeColumn]) -> list[exp.Expression]:
+    """``*`` and ``t.*`` as the visible columns they stand for, each qualified (a join may have
+    two columns of one name)."""
     out: list[exp.Expression] = []
     for item in items:
         if isinstance(item, exp.Star) or (isinstance(item, exp.Column) and isinstance(item.this, exp.Star)):
-            out += [exp.column(c.name) for c in scope if not c.hidden]
+            qualifier = item.table if isinstance(item, exp.Column) and item.table else None
+            columns = [c for c in scope if not c.hidden and (qualifier is None or c.qualifier == qualifier)]
+            if qualifier is not None and not columns:
+                raise UndefinedRelation(
+                    f'missing FROM-clause entry for table "{qualifier}"', position=position_of(item)
+                )
+            out += [exp.column(c.name, table=c.qualifier) if c.qualifier else exp.column(c.name) for c in columns]
         else:
             out.append(item)
     return out
@@ -327,7 +292,7 @@ def _unique_names(names: list[str]) -> None:
 
 
 def _plan_projection(
-    items: list[exp.Expression], compiler: ExpressionCompiler, plan: dict[str, Any], relation: Relation
+    items: list[exp.Expression], compiler: ExpressionCompiler, plan: dict[str, Any], source: PlannedInput
 ) -> PlannedView:
     values = [i.this if isinstance(i, exp.Alias) else i for i in items]
     names = [output_name(i) for i in items]
@@ -336,18 +301,19 @@ def _plan_projection(
     columns = [ColumnDef(n, t) for n, t in zip(names, types)]
     # Keep the upstream stream key; reuse a select item that is exactly a key column.
     pk: list[int] = []
-    for key_index in relation.pk:
+    for key_index in source.pk:
         ref = f"_{key_index}"
-        if ref in compiled and not relation.columns[key_index].hidden:
+        if ref in compiled and not source.scope[key_index].hidden:
             pk.append(compiled.index(ref))
             continue
-        key = relation.columns[key_index]
+        key = source.scope[key_index]
         hidden_name = _fresh_name(f"_{key.name}" if not key.name.startswith("_") else key.name, names)
         names.append(hidden_name)
         compiled.append(ref)
         columns.append(ColumnDef(hidden_name, key.type, hidden=True))
         pk.append(len(columns) - 1)
     schema = [[c.name, _type_text(c.type)] for c in columns]
+    watermarks = _copied_columns(compiled, source.watermark_columns)
     displays = [v.sql("postgres") for v in values] + [c.name for c in columns[len(values) :]]
     plan = {
         "op": "project",
@@ -356,7 +322,16 @@ def _plan_projection(
         "input": plan,
         "display": f"StreamProject {{ {', '.join(displays)} }}",
     }
-    return PlannedView(columns, pk, {"stream": plan}, [relation.id])
+    return PlannedView(columns, pk, {"stream": plan}, list(source.dependencies), watermark_columns=watermarks)
+
+
+def _copied_columns(compiled: list[str], watermark_columns: list[int]) -> list[int]:
+    """The output positions that copy an input column carrying a watermark (``Project`` forwards it)."""
+    return [
+        j
+        for j, expr in enumerate(compiled)
+        if expr[:1] == "_" and expr[1:].isdigit() and int(expr[1:]) in watermark_columns
+    ]
 
 
 def _fresh_name(base: str, taken: list[str]) -> str:
@@ -372,7 +347,8 @@ def _plan_aggregation(
     items: list[exp.Expression],
     compiler: ExpressionCompiler,
     plan: dict[str, Any],
-    relation: Relation,
+    source: PlannedInput,
+    emit_on_window_close: bool = False,
 ) -> PlannedView:
     names = [output_name(i) for i in items]
     _unique_names(names)
@@ -382,32 +358,26 @@ def _plan_aggregation(
     for key in group.expressions if group else []:
         key_exprs.append(_resolve_group_item(key, items, names, compiler.scope))
 
-    # Collect aggregate calls from the select list and HAVING.
+    # Collect aggregate calls (each with its FILTER) from the select list and HAVING.
     having = select.args.get("having")
-    calls: list[exp.Expression] = []
-    for node in [*values, *([having.this] if having else [])]:
-        for agg in node.find_all(*AGGREGATES):
-            if agg.find_ancestor(*AGGREGATES) is not None and agg.find_ancestor(*AGGREGATES) is not agg:
-                raise GroupingError("aggregate function calls cannot be nested", position=position_of(agg))
-            if not any(agg == c for c in calls):
-                calls.append(agg)
+    calls = _collect_calls([*values, *([having.this] if having else [])])
+    distinct = select.args.get("distinct")
+    if distinct is not None and distinct.args.get("on") is not None:
+        raise FeatureNotSupported("DISTINCT ON in a materialized view is not supported yet")
+    # SELECT DISTINCT without aggregation: a hash aggregation grouped by every select item, with no calls.
+    # Over an aggregation, it is a second one over the first one's rows (_distinct_rows).
+    distinct_items = distinct is not None and not (group or calls or having)
+    if distinct_items:
+        key_exprs = list(values)
 
-    # Pre-projection: group keys first, then each aggregate's argument.
+    # Pre-projection: group keys first, then each aggregate's argument, sort keys and FILTER condition
+    # (equal expressions share one column).
     pre_exprs: list[exp.Expression] = list(key_exprs)
-    call_specs: list[tuple[str, int | None]] = []
-    for call in calls:
-        kind = AGGREGATES[type(call)]
-        arg = call.this
-        if isinstance(arg, exp.Distinct):
-            raise FeatureNotSupported(f"{kind}(DISTINCT …) is not supported yet", position=position_of(call))
-        if kind == "count" and (arg is None or isinstance(arg, exp.Star)):
-            call_specs.append(("count_star", None))
-            continue
-        if any(arg.find_all(*AGGREGATES)):
-            raise GroupingError("aggregate function calls cannot be nested", position=position_of(call))
-        pre_exprs.append(arg)
-        call_specs.append((kind, len(pre_exprs) - 1))
+    call_specs = [_plan_call(call, pre_exprs) for call in calls]
     pre_compiled, pre_types = compiler.compile(pre_exprs)
+    for spec, call in zip(call_specs, calls):
+        if spec.get("filter") is not None:
+            _require_boolean(pre_types[spec["filter"]], "FILTER", call.expression.this)
     if not pre_compiled:
         pre_compiled, pre_types = ["NULL::BOOLEAN"], [SqlType("boolean")]
     pre_schema = [[f"p{i}", _type_text(t)] for i, t in enumerate(pre_types)]
@@ -420,9 +390,10 @@ def _plan_aggregation(
     }
 
     nkeys = len(key_exprs)
+    watermark_keys = _copied_columns(pre_compiled[:nkeys], source.watermark_columns)
     agg_types = [
-        _aggregate_type(kind, pre_types[arg] if arg is not None else None, call)
-        for (kind, arg), call in zip(call_specs, calls)
+        _aggregate_type(spec["kind"], pre_types[spec["arg"]] if spec["arg"] is not None else None, call)
+        for spec, call in zip(call_specs, calls)
     ]
     agg_scope = [ScopeColumn(f"__k{i}", pre_types[i], None) for i in range(nkeys)]
     agg_scope += [ScopeColumn(f"__a{j}", t, None) for j, t in enumerate(agg_types)]
@@ -430,13 +401,22 @@ def _plan_aggregation(
     plan = {
         "op": "hash_agg",
         "group_keys": list(range(nkeys)),
-        "calls": [{"kind": k, "arg": a} for k, a in call_specs],
+        "calls": call_specs,
         "schema": agg_schema,
         "input": plan,
         "display": "StreamHashAgg {{ group_key: [{}], aggs: [{}] }}".format(
             ", ".join(e.sql("postgres") for e in key_exprs), ", ".join(c.sql("postgres") for c in calls)
         ),
     }
+    if emit_on_window_close:
+        if not watermark_keys:
+            raise FeatureNotSupported(
+                "EMIT ON WINDOW CLOSE needs a GROUP BY key that carries a watermark: window_start or window_end "
+                "of TUMBLE/HOP over a source or table with a WATERMARK, or its watermark column itself",
+                position=position_of(group) if group is not None else None,
+            )
+        plan["emit_on_window_close"] = True
+        plan["display"] = plan["display"][:-2] + ", emit: on window close }"
 
     def over_agg(expression: exp.Expression) -> exp.Expression:
         """Rewrite an expression over the aggregation's output columns."""
@@ -491,7 +471,139 @@ def _plan_aggregation(
         "input": plan,
         "display": f"StreamProject {{ {', '.join(v.sql('postgres') for v in values)} }}",
     }
-    return PlannedView(columns, pk, {"stream": plan}, [relation.id])
+    view = PlannedView(
+        columns,
+        pk,
+        {"stream": plan},
+        list(source.dependencies),
+        append_only=emit_on_window_close,
+        watermark_columns=_copied_columns(out_compiled, watermark_keys),
+    )
+    if distinct is not None and not distinct_items:
+        if emit_on_window_close:
+            raise FeatureNotSupported(_EOWC_SHAPE, position=position_of(distinct))
+        return _distinct_rows(view)
+    return view
+
+
+def _collect_calls(nodes: list[exp.Expression]) -> list[exp.Expression]:
+    """The aggregate calls in ``nodes``, each once: the call itself, or its FILTER node when it has one."""
+    calls: list[exp.Expression] = []
+    for node in nodes:
+        for agg in node.find_all(*AGGREGATES):
+            if agg.find_ancestor(*AGGREGATES) is not None:
+                raise GroupingError("aggregate function calls cannot be nested", position=position_of(agg))
+            ancestor = agg.parent
+            while ancestor is not None:
+                if isinstance(ancestor, exp.Where) and isinstance(ancestor.parent, exp.Filter):
+                    raise GroupingError("aggregate functions are not allowed in FILTER", position=position_of(agg))
+                ancestor = ancestor.parent
+            call = agg.parent if isinstance(agg.parent, exp.Filter) and agg.parent.this is agg else agg
+            if not any(call == c for c in calls):
+                calls.append(call)
+    return calls
+
+
+def _plan_call(call: exp.Expression, pre_exprs: list[exp.Expression]) -> dict[str, Any]:
+    """A hash_agg plan call (see ``stream.builder``); the expressions it reads (argument, ORDER BY
+    keys, FILTER condition) become pre-projected columns, appended to ``pre_exprs`` unless already there."""
+    agg, condition = (call.this, call.expression.this) if isinstance(call, exp.Filter) else (call, None)
+    kind = AGGREGATES[type(agg)]
+    arg, order, distinct = agg.this, None, False
+    while isinstance(arg, exp.Order | exp.Distinct):  # sqlglot nests string_agg(DISTINCT x, ',' ORDER BY x)
+        if isinstance(arg, exp.Order):
+            order, arg = arg, arg.this
+        elif len(arg.expressions) != 1:
+            raise FeatureNotSupported(
+                f"{kind}(DISTINCT …) of several arguments is not supported", position=position_of(agg)
+            )
+        else:
+            distinct, arg = True, arg.expressions[0]
+    if kind == "array_agg":
+        raise FeatureNotSupported(
+            "array_agg in a materialized view is not supported yet: a view cannot hold arrays",
+            position=position_of(agg),
+        )
+    spec: dict[str, Any] = {"kind": kind, "arg": None}
+    if kind == "count" and (arg is None or isinstance(arg, exp.Star)):
+        if distinct:
+            raise SqlSyntaxError("count(DISTINCT *) is not valid", position=position_of(agg))
+        spec["kind"] = "count_star"
+    else:
+        if any(arg.find_all(*AGGREGATES)):
+            raise GroupingError("aggregate function calls cannot be nested", position=position_of(agg))
+        spec["arg"] = _pre_column(pre_exprs, arg)
+    if condition is not None:
+        spec["filter"] = _pre_column(pre_exprs, condition)
+    if distinct and kind not in ("min", "max"):  # the extremes of the distinct values are the extremes
+        spec["distinct"] = True
+    if kind == "string_agg":
+        spec["delimiter"] = _string_agg_delimiter(agg)
+        if order is not None:
+            # Only here does the order matter; min(x ORDER BY y) and the like ignore it, as in PostgreSQL.
+            spec["order_by"] = [_plan_sort_key(o, arg if distinct else None, pre_exprs) for o in order.expressions]
+    return spec
+
+
+def _plan_sort_key(
+    ordered: exp.Ordered, distinct_arg: exp.Expression | None, pre_exprs: list[exp.Expression]
+) -> dict[str, Any]:
+    if distinct_arg is not None and ordered.this != distinct_arg:
+        raise InvalidColumnReference(
+            "in an aggregate with DISTINCT, ORDER BY expressions must appear in argument list",
+            position=position_of(ordered),
+        )
+    return {
+        "column": _pre_column(pre_exprs, ordered.this),
+        "descending": bool(ordered.args.get("desc")),
+        # sqlglot spells out PostgreSQL's default: NULLS FIRST with DESC, NULLS LAST otherwise.
+        "nulls_first": bool(ordered.args.get("nulls_first")),
+    }
+
+
+def _pre_column(pre_exprs: list[exp.Expression], expression: exp.Expression) -> int:
+    """The pre-projected column of ``expression``: q15's twelve calls read two columns and three conditions."""
+    for i, existing in enumerate(pre_exprs):
+        if existing == expression:
+            return i
+    pre_exprs.append(expression)
+    return len(pre_exprs) - 1
+
+
+def _string_agg_delimiter(agg: exp.Expression) -> str:
+    separator = agg.args.get("separator")
+    if separator is None:
+        raise UndefinedFunction(
+            "function string_agg needs a delimiter: string_agg(value, delimiter)", position=position_of(agg)
+        )
+    constant = separator
+    while isinstance(constant, exp.Cast | exp.Paren):
+        constant = constant.this
+    if isinstance(constant, exp.Null):
+        return ""  # PostgreSQL joins with nothing
+    if (isinstance(constant, exp.Literal) and constant.is_string) or isinstance(constant, exp.RawString):
+        return str(constant.this)
+    # E'…' strings too: their backslash escapes are not decoded here yet.
+    raise FeatureNotSupported(
+        "string_agg in a materialized view needs a constant delimiter ('…' or $$…$$)", position=position_of(separator)
+    )
+
+
+def _distinct_rows(view: PlannedView) -> PlannedView:
+    """SELECT DISTINCT over an aggregation: a hash_agg with no calls, grouped by every visible column
+    (they come first; hidden group keys follow)."""
+    visible = [c for c in view.columns if not c.hidden]
+    keys = list(range(len(visible)))
+    plan = {
+        "op": "hash_agg",
+        "group_keys": keys,
+        "calls": [],
+        "schema": [[c.name, _type_text(c.type)] for c in visible],
+        "input": view.plan["stream"],
+        "display": f"StreamHashAgg {{ group_key: [{', '.join(c.name for c in visible)}], aggs: [] }}",
+    }
+    watermarks = [i for i in view.watermark_columns if i < len(visible)]
+    return PlannedView(visible, keys, {"stream": plan}, view.dependencies, watermark_columns=watermarks)
 
 
 def _position_in(expression: exp.Expression, name: str) -> int | None:
@@ -543,6 +655,12 @@ def _aggregate_type(kind: str, arg_type: SqlType | None, call: exp.Expression) -
     assert arg_type is not None
     if kind in ("min", "max"):
         return arg_type
+    if kind == "string_agg":
+        if arg_type.kind in ("text", "character varying"):
+            return SqlType("text")
+        if arg_type.kind == "bytea":
+            raise FeatureNotSupported("string_agg(bytea, bytea) is not supported yet", position=position_of(call))
+        raise UndefinedFunction(f"function string_agg({arg_type}, unknown) does not exist", position=position_of(call))
     integer = arg_type.kind in ("smallint", "integer", "bigint")
     if kind == "sum":
         if arg_type.kind in ("smallint", "integer"):
@@ -559,14 +677,6 @@ def _aggregate_type(kind: str, arg_type: SqlType | None, call: exp.Expression) -
         if arg_type.kind in ("real", "double precision"):
             return DOUBLE
     raise UndefinedFunction(f"function {kind}({arg_type}) does not exist", position=position_of(call))
-
-
-def _type_text(sql_type: SqlType) -> str:
-    if sql_type.kind == "numeric" and sql_type.precision is not None:
-        return f"numeric({sql_type.precision},{sql_type.scale or 0})"
-    if sql_type.kind == "character varying" and sql_type.length is not None:
-        return f"varchar({sql_type.length})"
-    return sql_type.kind
 
 
 def explain_lines(relation_name: str, view: PlannedView) -> list[str]:

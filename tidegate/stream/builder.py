@@ -5,15 +5,31 @@ stored in the catalog, so a restart rebuilds the same operators. Node kinds:
 
 - ``{"op": "scan", "relation_id": R}``: the stream of relation R (its changes,
   preceded by its snapshot when the job is being created: backfill);
-- ``{"op": "source", "relation_id": R, "connector": "nexmark", "options": {…},
-  "schema": [[name, type], …]}``: a generator of source R's events, run inside
-  this job (the options are validated by ``connectors.nexmark_options``);
+- ``{"op": "source", "relation_id": R, "connector": "nexmark"|"datagen", "options": {…},
+  "schema": [[name, type], …], ["watermark": {"column": i, "delay_us": d}]}``: a
+  generator of source R's events, run inside this job (the options are validated
+  by ``connectors.nexmark_options`` / ``datagen_options``), with the source's WATERMARK if it has one;
 - ``{"op": "union", "inputs": [plan, …], "schema": [[name, type], …]}``: UNION ALL, the
   inputs merged with barrier alignment (each already projected to ``schema``);
+- ``{"op": "hash_join", "join_type": "inner"|"left"|"right"|"full"|"left_semi"|"left_anti",
+  "left_keys": [i, …], "right_keys": [j, …], "left_pk": […], "right_pk": […],
+  "condition": SQL | None, "schema": …, "inputs": [left plan, right plan]}``: the
+  residual condition is over the pair row (left columns, then right columns);
+- ``{"op": "hop_window", "time_column": i, "slide_us": n, "size_us": m, "schema": …,
+  "input": …}``: each row once per window holding it (TUMBLE: slide = size), with
+  ``window_start`` and ``window_end`` appended;
+- ``{"op": "top_n", "group_keys": [i, …], "order_by": [[i, descending, nulls_first], …],
+  "limit": n, "offset": m, "rank_kind": "row_number"|"rank"|"dense_rank", "emit_rank": bool,
+  "input_pk": [i, …], "append_only": bool, "schema": …, "input": …}``: the first rows of
+  each group (the rank appended as the last column when ``emit_rank``);
 - ``{"op": "filter", "condition": SQL, "input": …}``;
+- ``{"op": "temporal_filter", "time_column": i, "bounds": [{"lower": bool, "intervals":
+  [[months, days, us], …], "inclusive": bool}, …], "input_pk": [i, …], "input": …}``: the rows
+  whose time is within the bounds at the time of the epoch (``time > now() + intervals``);
 - ``{"op": "project", "exprs": [SQL, …], "schema": [[name, type], …], "input": …}``;
-- ``{"op": "hash_agg", "group_keys": [i, …], "calls": [{"kind", "arg", "type"}, …],
-  "schema": …, "input": …}``.
+- ``{"op": "hash_agg", "group_keys": [i, …], "calls": [{"kind", "arg", ["filter", "distinct",
+  "delimiter", "order_by": [{"column", "descending", "nulls_first"}, …]]}, …],
+  "schema": …, ["emit_on_window_close": true,] "input": …}``.
 
 Expressions are DuckDB SQL over the input's positional columns ``_0, _1, …``.
 """
@@ -26,19 +42,29 @@ from typing import Any
 import pyarrow as pa
 
 from tidegate.common.types import parse_type_name
+from tidegate.connectors.datagen_options import parse_datagen_options
 from tidegate.connectors.nexmark_options import parse_nexmark_options
+from tidegate.connectors.table_writer import ROW_ID_COLUMN
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import StateStore
 from tidegate.stream.channel import Channel
 from tidegate.stream.operator import CheckedOperator, Operator
 from tidegate.stream.operators.backfill import Backfill
+from tidegate.stream.operators.datagen_source import DatagenSource
 from tidegate.stream.operators.filter import Filter
-from tidegate.stream.operators.hash_agg import AggCall, HashAgg, agg_state_schema
+from tidegate.stream.operators.generator_source import GeneratingSource
+from tidegate.stream.operators.hash_agg import AggCall, HashAgg, SortKey, agg_state_schema
+from tidegate.stream.operators.hash_join import HashJoin, join_state_schema
+from tidegate.stream.operators.hop_window import HopWindow
 from tidegate.stream.operators.merge import Merge
 from tidegate.stream.operators.nexmark_source import NexmarkSource
 from tidegate.stream.operators.project import Project
 from tidegate.stream.operators.receiver import Receiver
 from tidegate.stream.operators.table_source import OFFSET_SCHEMA
+from tidegate.stream.operators.temporal_filter import TemporalFilter, TimeBound, temporal_filter_state_schema
+from tidegate.stream.operators.top_n import SortKey as RankKey
+from tidegate.stream.operators.top_n import TopN, top_n_state_schema
+from tidegate.stream.watermark import WATERMARK_STATE_SCHEMA, WatermarkGenerator, WatermarkSpec
 
 # State table ids: relation R's materialized rows live in table R << 16; its
 # internal operator states in (R << 16) | n, n >= 1.
@@ -64,10 +90,11 @@ class BuildContext:
     checked: bool = False
     # Memory each stateful operator may keep for its cache (None: unbounded, everything stays in memory).
     operator_cache_bytes: int | None = None
-    # Filled by the builder: the channel each scanned relation must feed.
-    inputs: dict[int, Channel] = field(default_factory=dict)
+    # Filled by the builder: per scan, the relation it reads and the channel that relation must feed
+    # (a relation scanned twice feeds two channels).
+    inputs: list[tuple[int, Channel]] = field(default_factory=list)
     # Filled by the builder: the sources this job runs itself, with the source relation each generates.
-    sources: list[tuple[int, NexmarkSource]] = field(default_factory=list)
+    sources: list[tuple[int, GeneratingSource]] = field(default_factory=list)
     _next_state_table: int = 1
 
     def next_state_table_id(self) -> int:
@@ -81,9 +108,8 @@ def build(plan: dict[str, Any], ctx: BuildContext) -> Operator:
     if kind == "scan":
         relation_id = plan["relation_id"]
         schema = ctx.relation_schemas[relation_id]
-        channel = Channel(name=f"{relation_id}->{ctx.relation_id}")
-        assert relation_id not in ctx.inputs, "a relation scanned twice needs two channels"
-        ctx.inputs[relation_id] = channel
+        channel = Channel(name=f"{relation_id}->{ctx.relation_id}#{len(ctx.inputs)}")
+        ctx.inputs.append((relation_id, channel))
         receiver: Operator = Receiver(channel, schema, ctx.actor_id)
         if ctx.backfill:
             receiver = Backfill(receiver, ctx.store, materialized_table_id(relation_id))
@@ -93,32 +119,129 @@ def build(plan: dict[str, Any], ctx: BuildContext) -> Operator:
         return _checked(Merge(inputs, schema_from_plan(plan["schema"]), ctx.actor_id), ctx)
     if kind == "source":
         return _checked(_build_source(plan, ctx), ctx)
+    if kind == "hash_join":
+        return _checked(_build_join(plan, ctx), ctx)
     child = build(plan["input"], ctx)
     operator: Operator
     if kind == "filter":
         operator = Filter(child, plan["condition"])
+    elif kind == "temporal_filter":
+        operator = _build_temporal_filter(plan, child, ctx)
+    elif kind == "hop_window":
+        operator = HopWindow(
+            child, plan["time_column"], plan["slide_us"], plan["size_us"], schema_from_plan(plan["schema"])
+        )
+    elif kind == "top_n":
+        operator = _build_top_n(plan, child, ctx)
     elif kind == "project":
         operator = Project(child, plan["exprs"], schema_from_plan(plan["schema"]))
     elif kind == "hash_agg":
         schema = schema_from_plan(plan["schema"])
-        calls = [
-            AggCall(c["kind"], c["arg"], schema.field(len(plan["group_keys"]) + i).type)
-            for i, c in enumerate(plan["calls"])
-        ]
+        calls = [_agg_call(c, schema.field(len(plan["group_keys"]) + i).type) for i, c in enumerate(plan["calls"])]
         state_schema, state_pk = agg_state_schema(schema, len(plan["group_keys"]))
         state = StateTable(ctx.store, ctx.next_state_table_id(), state_schema, state_pk)
-        operator = HashAgg(child, plan["group_keys"], calls, schema, state, cache_bytes=ctx.operator_cache_bytes)
+        operator = HashAgg(
+            child,
+            plan["group_keys"],
+            calls,
+            schema,
+            state,
+            cache_bytes=ctx.operator_cache_bytes,
+            emit_on_window_close=plan.get("emit_on_window_close", False),
+        )
     else:
         raise ValueError(f"unknown stream plan node {kind!r}")
     return _checked(operator, ctx)
 
 
-def _build_source(plan: dict[str, Any], ctx: BuildContext) -> NexmarkSource:
-    assert plan["connector"] == "nexmark", plan["connector"]
-    offsets = StateTable(ctx.store, ctx.next_state_table_id(), OFFSET_SCHEMA, [0])
-    source = NexmarkSource(
-        parse_nexmark_options(plan["options"]), offsets, schema_from_plan(plan["schema"]), ctx.actor_id
+def _build_join(plan: dict[str, Any], ctx: BuildContext) -> HashJoin:
+    left, right = (build(side, ctx) for side in plan["inputs"])
+    join_type = plan["join_type"]
+    states = []
+    for side, keys, pk, outer in (
+        (left, plan["left_keys"], plan["left_pk"], join_type in ("left", "full", "left_semi", "left_anti")),
+        (right, plan["right_keys"], plan["right_pk"], join_type in ("right", "full")),
+    ):
+        state_schema, state_pk = join_state_schema(side.schema, keys, pk, with_degree=outer)
+        states.append(StateTable(ctx.store, ctx.next_state_table_id(), state_schema, state_pk))
+    return HashJoin(
+        left,
+        right,
+        join_type=join_type,
+        left_keys=plan["left_keys"],
+        right_keys=plan["right_keys"],
+        left_pk=plan["left_pk"],
+        right_pk=plan["right_pk"],
+        condition=plan["condition"],
+        schema=schema_from_plan(plan["schema"]),
+        left_state=states[0],
+        right_state=states[1],
+        actor_id=ctx.actor_id,
+        cache_bytes=ctx.operator_cache_bytes,
     )
+
+
+def _agg_call(call: dict[str, Any], output_type: pa.DataType) -> AggCall:
+    """An aggregate call of a hash_agg plan node (keys other than kind and arg may be absent)."""
+    return AggCall(
+        call["kind"],
+        call["arg"],
+        output_type,
+        filter=call.get("filter"),
+        distinct=call.get("distinct", False),
+        delimiter=call.get("delimiter"),
+        order_by=tuple(SortKey(**key) for key in call.get("order_by", ())),
+    )
+
+
+def _build_top_n(plan: dict[str, Any], child: Operator, ctx: BuildContext) -> TopN:
+    order_by = [RankKey(column, descending, nulls_first) for column, descending, nulls_first in plan["order_by"]]
+    state_schema, state_pk = top_n_state_schema(child.schema, plan["group_keys"], order_by, plan["input_pk"])
+    return TopN(
+        child,
+        group_keys=plan["group_keys"],
+        order_by=order_by,
+        limit=plan["limit"],
+        offset=plan["offset"],
+        rank_kind=plan["rank_kind"],
+        emit_rank=plan["emit_rank"],
+        input_pk=plan["input_pk"],
+        append_only=plan["append_only"],
+        schema=schema_from_plan(plan["schema"]),
+        state=StateTable(ctx.store, ctx.next_state_table_id(), state_schema, state_pk),
+        actor_id=ctx.actor_id,
+        cache_bytes=ctx.operator_cache_bytes,
+    )
+
+
+def _build_temporal_filter(plan: dict[str, Any], child: Operator, ctx: BuildContext) -> TemporalFilter:
+    bounds = [
+        TimeBound(b["lower"], tuple((m, d, us) for m, d, us in b["intervals"]), b["inclusive"]) for b in plan["bounds"]
+    ]
+    state_schema, state_pk = temporal_filter_state_schema(child.schema, plan["time_column"], plan["input_pk"])
+    state = StateTable(ctx.store, ctx.next_state_table_id(), state_schema, state_pk)
+    return TemporalFilter(child, plan["time_column"], bounds, plan["input_pk"], state)
+
+
+def _build_source(plan: dict[str, Any], ctx: BuildContext) -> NexmarkSource | DatagenSource:
+    assert plan["connector"] in ("nexmark", "datagen"), plan["connector"]
+    offsets = StateTable(ctx.store, ctx.next_state_table_id(), OFFSET_SCHEMA, [0])
+    schema = schema_from_plan(plan["schema"])
+    watermark = None
+    if plan.get("watermark") is not None:
+        spec = WatermarkSpec(plan["watermark"]["column"], plan["watermark"]["delay_us"])
+        state = StateTable(ctx.store, ctx.next_state_table_id(), WATERMARK_STATE_SCHEMA, [0])
+        watermark = WatermarkGenerator(spec, schema.field(spec.column).type, state)
+    source: NexmarkSource | DatagenSource
+    if plan["connector"] == "datagen":
+        # The declared columns: the plan's schema without the hidden row number at its end.
+        declared = [(name, parse_type_name(type_text)) for name, type_text in plan["schema"] if name != ROW_ID_COLUMN]
+        options = parse_datagen_options(plan["options"], declared)
+        source = DatagenSource(options, offsets, schema, ctx.actor_id, watermark=watermark)
+    else:
+        source = NexmarkSource(
+            parse_nexmark_options(plan["options"]), offsets, schema, ctx.actor_id, watermark=watermark
+        )
     ctx.sources.append((plan["relation_id"], source))
     return source
 

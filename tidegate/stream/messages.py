@@ -59,6 +59,9 @@ class Barrier:
 
 @dataclass(frozen=True)
 class Watermark:
+    """No later row of the stream has ``column`` below ``value``: the integer Arrow stores for the
+    column (a timestamp's count of its unit since 1970). See ``stream/watermark.py``."""
+
     column: int
     value: Any
 

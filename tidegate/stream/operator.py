@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pyarrow as pa
 
 from tidegate.common.chunk import Chunk
-from tidegate.stream.messages import Barrier, Message
+from tidegate.stream.messages import Barrier, Message, Watermark
 
 
 class Operator(ABC):
@@ -31,7 +32,8 @@ class Operator(ABC):
 
 
 class CheckedOperator(Operator):
-    """Asserts barrier-first, strictly increasing epochs, prev == last curr, and schema."""
+    """Asserts barrier-first, strictly increasing epochs, prev == last curr, schema, and that
+    each column's watermarks never go back."""
 
     def __init__(self, inner: Operator) -> None:
         self.inner = inner
@@ -40,6 +42,7 @@ class CheckedOperator(Operator):
 
     async def execute(self) -> AsyncIterator[Message]:
         last_curr: int | None = None
+        watermarks: dict[int, Any] = {}  # per column, the last watermark
         async for message in self.inner.execute():
             if isinstance(message, Barrier):
                 if last_curr is not None:
@@ -54,4 +57,9 @@ class CheckedOperator(Operator):
                         message.data.schema,
                         self.schema,
                     )
+                elif isinstance(message, Watermark):
+                    assert 0 <= message.column < len(self.schema), (self.inner.name, message)
+                    last = watermarks.get(message.column)
+                    assert last is None or message.value >= last, (self.inner.name, "watermark back", message, last)
+                    watermarks[message.column] = message.value
             yield message

@@ -16,8 +16,10 @@ from tidegate.stream.builder import BuildContext, build, materialized_table_id
 from tidegate.stream.messages import Message, StopMutation
 from tidegate.stream.operator import CheckedOperator, Operator
 from tidegate.stream.operators.backfill import Backfill
+from tidegate.stream.operators.datagen_source import DatagenSource
 from tidegate.stream.operators.hash_agg import HashAgg
 from tidegate.stream.operators.nexmark_source import NexmarkSource
+from tidegate.stream.operators.temporal_filter import TemporalFilter, TimeBound
 
 UPSTREAM = 3
 VIEW = 8
@@ -53,7 +55,7 @@ def drive(root: Operator, ctx: BuildContext, messages: list[Message]) -> list[Me
         async def feed() -> None:
             # Channels are bounded: feed while the chain consumes.
             for message in messages:
-                await ctx.inputs[UPSTREAM].send(message)
+                await dict(ctx.inputs)[UPSTREAM].send(message)
 
         feeding = asyncio.create_task(feed())
         output = [m async for m in root.execute()]
@@ -68,7 +70,7 @@ def test_a_plan_builds_a_checked_chain_that_computes_the_view() -> None:
     ctx = context(store)
     root = build(PLAN, ctx)
     assert isinstance(root, CheckedOperator) and isinstance(root.inner, HashAgg)
-    assert set(ctx.inputs) == {UPSTREAM}
+    assert [upstream for upstream, _ in ctx.inputs] == [UPSTREAM]
     assert store.table_ids() == [(VIEW << 16) | 1]  # the aggregate's state table
 
     stop = barrier(3, mutation=StopMutation(frozenset({VIEW})))
@@ -125,7 +127,41 @@ def test_a_source_node_builds_a_generator_the_job_registers_with_an_offsets_tabl
     }
     ctx = context(MemoryStateStore())
     build(plan, ctx)
-    assert ctx.inputs == {}  # nothing feeds it: the coordinator injects barriers into the source
+    assert ctx.inputs == []  # nothing feeds it: the coordinator injects barriers into the source
     [(relation_id, source)] = ctx.sources
     assert relation_id == UPSTREAM and isinstance(source, NexmarkSource)
     assert source.offsets.table_id == (VIEW << 16) | 1 and ctx._next_state_table == 2
+
+
+def test_a_datagen_source_node_builds_a_datagen_generator_for_the_declared_columns() -> None:
+    options = {"connector": "datagen", "datagen.rows.num": "7", "fields.id.kind": "sequence"}
+    plan = {
+        "op": "source",
+        "relation_id": UPSTREAM,
+        "connector": "datagen",
+        "options": options,
+        "schema": [["id", "bigint"], ["name", "varchar(4)"], ["_row_id", "bigint"]],
+    }
+    ctx = context(MemoryStateStore())
+    build(plan, ctx)
+    [(relation_id, source)] = ctx.sources
+    assert relation_id == UPSTREAM and isinstance(source, DatagenSource)
+    assert [f.name for f in source.options.fields] == ["id", "name"]
+    assert source.options.fields[1].length == 4  # a varchar(4) gets strings of 4, not the default 10
+    assert (source.offset, source.end_offset) == (0, 7)
+
+
+def test_a_temporal_filter_node_gets_a_state_table_of_the_view() -> None:
+    plan = {
+        "op": "temporal_filter",
+        "time_column": 1,
+        "bounds": [{"lower": True, "intervals": [[0, 0, -3_600_000_000]], "inclusive": False}],
+        "input_pk": [0],
+        "input": {"op": "scan", "relation_id": UPSTREAM},
+    }
+    upstream = pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us"))])
+    ctx = BuildContext(MemoryStateStore(), VIEW, VIEW, relation_schemas={UPSTREAM: upstream}, backfill=False)
+    operator = build(plan, ctx)  # unchecked: the operator itself
+    assert isinstance(operator, TemporalFilter)
+    assert operator.state.table_id == (VIEW << 16) | 1 and operator.state.pk == [1, 0]
+    assert operator.lower_bounds == [TimeBound(True, ((0, 0, -3_600_000_000),), False)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import pickle
 import random
 import tracemalloc
@@ -31,7 +32,7 @@ from tidegate.common.chunk import Chunk
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import MemoryStateStore
 from tidegate.stream.messages import Barrier, Message
-from tidegate.stream.operators.hash_agg import AggCall, HashAgg, agg_state_schema
+from tidegate.stream.operators.hash_agg import AggCall, HashAgg, SortKey, agg_state_schema
 
 SCHEMA = pa.schema([("k", pa.int32()), ("v", pa.int32()), ("price", pa.decimal128(38, 2)), ("x", pa.float64())])
 NUMERIC = pa.decimal128(38, 10)
@@ -665,3 +666,398 @@ def test_accounted_bytes_follow_what_the_groups_really_allocate() -> None:
         finally:
             tracemalloc.stop()
         assert 0.75 <= accounted / allocated <= 1.5, (calls, values_per_group, accounted, allocated)
+
+
+# ---- FILTER, DISTINCT, string_agg, array_agg, SELECT DISTINCT ---------------------
+# k: group, v: value, s: text, o: a sort key, cheap: a pre-projected FILTER condition.
+WIDE = pa.schema([("k", pa.int32()), ("v", pa.int32()), ("s", pa.string()), ("o", pa.int32()), ("cheap", pa.bool_())])
+K, V, S, ORD, CHEAP = range(5)
+TEXT = pa.string()
+
+
+def wide_agg(
+    messages: list[Message],
+    calls: list[AggCall],
+    group_keys: list[int] | None = None,
+    state: StateTable | None = None,
+    cache_bytes: int | None = None,
+) -> HashAgg:
+    group_keys = [K] if group_keys is None else group_keys
+    fields = [WIDE.field(k) for k in group_keys] + [pa.field(f"a{i}", c.output_type) for i, c in enumerate(calls)]
+    return HashAgg(ScriptedSource(WIDE, messages), group_keys, calls, pa.schema(fields), state, cache_bytes)
+
+
+def wide_state(store: MemoryStateStore, group_keys: list[int] | None = None) -> StateTable:
+    group_keys = [K] if group_keys is None else group_keys
+    schema, pk = agg_state_schema(pa.schema([WIDE.field(k) for k in group_keys]), len(group_keys))
+    return StateTable(store, 9, schema, pk)
+
+
+def wide(*values: tuple) -> list[tuple]:
+    """Rows from (k, v, s, o, cheap) tuples, trailing columns NULL when left out."""
+    return [(*row, *[None] * (5 - len(row))) for row in values]
+
+
+def test_filter_counts_only_rows_whose_condition_is_true() -> None:
+    calls = [
+        AggCall("count_star", None, pa.int64()),
+        AggCall("count_star", None, pa.int64(), filter=CHEAP),
+        AggCall("count", V, pa.int64(), filter=CHEAP),
+        AggCall("sum", V, pa.int64(), filter=CHEAP),
+        AggCall("avg", V, pa.float64(), filter=CHEAP),
+        AggCall("max", V, pa.int32(), filter=CHEAP),
+    ]
+    cheap_rows = wide((1, 10, None, None, True), (1, None, None, None, True), (1, 30, None, None, True))
+    other_rows = wide((1, 1000, None, None, False), (1, 2000, None, None, None))  # NULL is not TRUE either
+    messages = [
+        barrier(1),
+        inserts(WIDE, cheap_rows + other_rows),
+        barrier(2),
+        deletes(WIDE, [cheap_rows[2]]),
+        barrier(3),
+        deletes(WIDE, cheap_rows[:2]),
+        barrier(4),
+    ]
+    groups = per_barrier(run(wide_agg(messages, calls)))
+    assert groups[1] == [(INS, (1, 5, 3, 2, 40, 20.0, 30))]
+    assert groups[2] == [(UD, (1, 5, 3, 2, 40, 20.0, 30)), (UI, (1, 4, 2, 1, 10, 10.0, 10))]
+    # The group lives on with rows the filter excludes; its filtered aggregates are those of no rows.
+    assert groups[3] == [(UD, (1, 4, 2, 1, 10, 10.0, 10)), (UI, (1, 2, 0, 0, None, None, None))]
+
+
+def test_global_count_star_with_filter_is_zero_over_nothing() -> None:
+    calls = [AggCall("count_star", None, pa.int64(), filter=CHEAP), AggCall("count", V, pa.int64(), distinct=True)]
+    messages = [barrier(1), barrier(2), inserts(WIDE, wide((1, 5, None, None, False))), barrier(3)]
+    assert per_barrier(run(wide_agg(messages, calls, group_keys=[]))) == [
+        [],
+        [(INS, (0, 0))],
+        [(UD, (0, 0)), (UI, (0, 1))],
+    ]
+
+
+def test_count_distinct_ignores_nulls_and_drops_a_value_with_its_last_row() -> None:
+    calls = [AggCall("count_star", None, pa.int64()), AggCall("count", V, pa.int64(), distinct=True)]
+    messages = [
+        barrier(1),
+        inserts(WIDE, wide((1, 7), (1, 7), (1, 8), (1, None), (1, None))),
+        barrier(2),
+        deletes(WIDE, wide((1, 7))),  # another 7 remains
+        barrier(3),
+        deletes(WIDE, wide((1, 7), (1, None))),
+        barrier(4),
+        chunk(WIDE, "U- U+", wide((1, 8), (1, 9))),
+        barrier(5),
+        deletes(WIDE, wide((1, 9), (1, None))),
+        barrier(6),
+    ]
+    groups = per_barrier(run(wide_agg(messages, calls)))
+    assert groups[1] == [(INS, (1, 5, 2))]
+    assert groups[2] == [(UD, (1, 5, 2)), (UI, (1, 4, 2))]
+    assert groups[3] == [(UD, (1, 4, 2)), (UI, (1, 2, 1))]
+    assert groups[4] == []  # 8 became 9: still one distinct value
+    assert groups[5] == [(DEL, (1, 2, 1))]
+
+
+def test_count_distinct_with_filters_over_one_argument_is_one_value_query() -> None:
+    """q15's shape: count(DISTINCT bidder) overall and per price band reduce a chunk in one query."""
+    calls = [
+        AggCall("count", V, pa.int64(), distinct=True),
+        AggCall("count", V, pa.int64(), distinct=True, filter=CHEAP),
+        AggCall("count", V, pa.int64(), distinct=True, filter=ORD),  # o stands in for a second condition
+        AggCall("sum", V, pa.int64(), distinct=True, filter=CHEAP),
+    ]
+    schema = pa.schema([*list(WIDE)[:3], pa.field("o", pa.bool_()), WIDE.field(CHEAP)])
+    rows = [(1, 5, None, True, True), (1, 5, None, False, True), (1, 6, None, None, False), (1, 7, None, True, None)]
+    messages = [barrier(1), inserts(schema, rows), barrier(2), deletes(schema, rows[:1]), barrier(3)]
+    fields = [schema.field(0)] + [pa.field(f"a{i}", c.output_type) for i, c in enumerate(calls)]
+    operator = HashAgg(ScriptedSource(schema, messages), [0], calls, pa.schema(fields), None)
+    assert len(operator._value_queries) == 1
+    groups = per_barrier(run(operator))
+    assert groups[1] == [(INS, (1, 3, 1, 2, 5))]
+    # The other 5 holds no row passing the first band's condition: 5 leaves it, not the overall count.
+    assert groups[2] == [(UD, (1, 3, 1, 2, 5)), (UI, (1, 3, 1, 1, 5))]
+
+
+def test_sum_and_avg_distinct_count_each_value_once_under_deletes() -> None:
+    calls = [
+        AggCall("sum", V, pa.int64(), distinct=True),
+        AggCall("avg", V, NUMERIC, distinct=True),
+        AggCall("sum", V, pa.int64()),
+    ]
+    messages = [
+        barrier(1),
+        inserts(WIDE, wide((1, 2), (1, 2), (1, 4), (1, None))),
+        barrier(2),
+        deletes(WIDE, wide((1, 2))),
+        barrier(3),
+        deletes(WIDE, wide((1, 2))),
+        barrier(4),
+        deletes(WIDE, wide((1, 4))),
+        barrier(5),
+    ]
+    groups = per_barrier(run(wide_agg(messages, calls)))
+    assert groups[1] == [(INS, (1, 6, Decimal("3.0000000000"), 8))]
+    assert groups[2] == [(UD, (1, 6, Decimal("3.0000000000"), 8)), (UI, (1, 6, Decimal("3.0000000000"), 6))]
+    assert groups[3] == [(UD, (1, 6, Decimal("3.0000000000"), 6)), (UI, (1, 4, Decimal("4.0000000000"), 4))]
+    assert groups[4] == [(UD, (1, 4, Decimal("4.0000000000"), 4)), (UI, (1, None, None, None))]
+
+
+def test_min_max_and_distinct_over_floats_and_intervals_retract_nan_and_equal_intervals() -> None:
+    """NaN is one value (above every number), and '1 mon' equals '30 days', as in PostgreSQL and DuckDB."""
+    schema = pa.schema([("k", pa.int32()), ("x", pa.float64()), ("i", pa.month_day_nano_interval())])
+    month, thirty_days = pa.MonthDayNano([1, 0, 0]), pa.MonthDayNano([0, 30, 0])
+    calls = [
+        AggCall("count", 1, pa.int64(), distinct=True),
+        AggCall("max", 1, pa.float64()),
+        AggCall("sum", 1, pa.float64(), distinct=True),
+        AggCall("count", 2, pa.int64(), distinct=True),
+    ]
+    nan = float("nan")
+    messages = [
+        barrier(1),
+        inserts(schema, [(1, nan, month), (1, 1.5, None)]),
+        barrier(2),
+        inserts(schema, [(1, nan, thirty_days)]),  # the same NaN, an equal interval: nothing changes
+        barrier(3),
+        deletes(schema, [(1, nan, month)]),
+        barrier(4),
+        deletes(schema, [(1, nan, thirty_days)]),  # the last NaN and the last interval go
+        barrier(5),
+    ]
+    fields = [schema.field(0)] + [pa.field(f"a{i}", c.output_type) for i, c in enumerate(calls)]
+    groups = per_barrier(run(HashAgg(ScriptedSource(schema, messages), [0], calls, pa.schema(fields))))
+    ((op, row),) = groups[1]
+    assert op == INS and row[0] == 1 and row[1] == 2 and math.isnan(row[2]) and math.isnan(row[3]) and row[4] == 1
+    assert groups[2] == []
+    assert groups[3] == []
+    ((_, _), (op, new)) = groups[4]
+    assert op == UI and new == (1, 1, 1.5, 1.5, 0)
+
+
+def test_string_agg_lists_values_in_value_order_skips_nulls_and_repeats_duplicates() -> None:
+    calls = [
+        AggCall("string_agg", S, TEXT, delimiter=", "),
+        AggCall("string_agg", S, TEXT, delimiter="", distinct=True),
+    ]
+    messages = [
+        barrier(1),
+        inserts(WIDE, wide((1, 0, "pear"), (1, 0, "apple"), (1, 0, None), (1, 0, "pear"), (2, 0, None))),
+        barrier(2),
+        deletes(WIDE, wide((1, 0, "pear"))),
+        barrier(3),
+        deletes(WIDE, wide((1, 0, "pear"), (1, 0, "apple"))),
+        barrier(4),
+    ]
+    groups = per_barrier(run(wide_agg(messages, calls)))
+    assert sorted(groups[1], key=repr) == [(INS, (1, "apple, pear, pear", "applepear")), (INS, (2, None, None))]
+    assert groups[2] == [(UD, (1, "apple, pear, pear", "applepear")), (UI, (1, "apple, pear", "applepear"))]
+    assert groups[3] == [(UD, (1, "apple, pear", "applepear")), (UI, (1, None, None))]  # the NULL row remains
+
+
+def test_string_agg_order_by_puts_nulls_where_postgresql_does_and_breaks_ties_by_value() -> None:
+    descending = AggCall(
+        "string_agg", S, TEXT, delimiter=",", order_by=(SortKey(ORD, descending=True, nulls_first=True),)
+    )
+    ascending = AggCall("string_agg", S, TEXT, delimiter=",", order_by=(SortKey(ORD),))
+    two_keys = AggCall(
+        "string_agg", S, TEXT, delimiter=",", order_by=(SortKey(V, nulls_first=True), SortKey(ORD, descending=True))
+    )
+    rows = wide((1, 1, "a", 3), (1, 1, "b", None), (1, 2, "c", 1), (1, None, "d", 3), (1, 1, "e", 3), (1, 1, None, 9))
+    messages = [barrier(1), inserts(WIDE, rows), barrier(2), deletes(WIDE, rows[:1]), barrier(3)]
+    groups = per_barrier(run(wide_agg(messages, [descending, ascending, two_keys])))
+    assert groups[1] == [(INS, (1, "b,a,d,e,c", "c,a,d,e,b", "d,a,e,b,c"))]
+    assert groups[2] == [(UD, (1, "b,a,d,e,c", "c,a,d,e,b", "d,a,e,b,c")), (UI, (1, "b,d,e,c", "c,d,e,b", "d,e,b,c"))]
+
+
+def test_array_agg_keeps_nulls_and_lists_values_in_order() -> None:
+    calls = [
+        AggCall("array_agg", V, pa.list_(pa.int32())),
+        AggCall("array_agg", V, pa.list_(pa.int32()), order_by=(SortKey(ORD, descending=True, nulls_first=True),)),
+        AggCall("array_agg", V, pa.list_(pa.int32()), distinct=True, filter=CHEAP),
+    ]
+    rows = wide((1, 3, None, 1, True), (1, None, None, 2, True), (1, 1, None, None, True), (1, 3, None, 0, False))
+    messages = [barrier(1), inserts(WIDE, rows), barrier(2), deletes(WIDE, rows[1:3]), barrier(3)]
+    output = run(wide_agg(messages, calls))
+    groups = per_barrier(output)
+    assert groups[1] == [(INS, (1, [1, 3, 3, None], [1, None, 3, 3], [1, 3, None]))]
+    assert groups[2] == [(UD, (1, [1, 3, 3, None], [1, None, 3, 3], [1, 3, None])), (UI, (1, [3, 3], [3, 3], [3]))]
+    first = next(m for m in output if isinstance(m, Chunk))
+    assert first.data.schema.field(1).type == pa.list_(pa.int32())
+
+
+def test_select_distinct_is_a_hash_agg_without_calls() -> None:
+    """A row of the view lives while any input row holds it."""
+    messages = [
+        barrier(1),
+        inserts(WIDE, wide((1, 5), (1, 5), (2, 5), (1, None))),
+        barrier(2),
+        deletes(WIDE, wide((1, 5))),
+        barrier(3),
+        deletes(WIDE, wide((1, 5), (1, None))),
+        barrier(4),
+    ]
+    groups = per_barrier(run(wide_agg(messages, [], group_keys=[K, V])))
+    assert sorted(groups[1], key=repr) == sorted([(INS, (1, 5)), (INS, (2, 5)), (INS, (1, None))], key=repr)
+    assert groups[2] == []
+    assert sorted(groups[3], key=repr) == sorted([(DEL, (1, 5)), (DEL, (1, None))], key=repr)
+
+
+# A call of every new kind, for the differential, recovery, cache and accounting tests.
+NEW_CALLS = [
+    AggCall("count_star", None, pa.int64(), filter=CHEAP),
+    AggCall("count", V, pa.int64(), distinct=True),
+    AggCall("count", V, pa.int64(), distinct=True, filter=CHEAP),
+    AggCall("sum", V, pa.int64(), distinct=True),
+    AggCall("avg", V, NUMERIC, distinct=True, filter=CHEAP),
+    AggCall("string_agg", S, TEXT, delimiter=",", order_by=(SortKey(ORD, descending=True, nulls_first=True),)),
+    AggCall("string_agg", S, TEXT, delimiter="|", distinct=True),
+    AggCall("array_agg", V, pa.list_(pa.int32())),
+]
+
+
+def _recompute(live: list[tuple]) -> set[tuple]:
+    """NEW_CALLS per group, computed from the live rows as PostgreSQL would."""
+    groups: dict[int, list[tuple]] = {}
+    for row in live:
+        groups.setdefault(row[K], []).append(row)
+    out = set()
+    for k, members in groups.items():
+        values = {r[V] for r in members if r[V] is not None}
+        cheap = {r[V] for r in members if r[V] is not None and r[CHEAP] is True}
+        average = (Decimal(sum(cheap)) / len(cheap)).quantize(Decimal("1e-10")) if cheap else None
+        texts = sorted((r for r in members if r[S] is not None), key=lambda r: r[S])
+        by_o = sorted(texts, key=lambda r: (r[ORD] is not None, -(r[ORD] or 0)))  # DESC NULLS FIRST, ties by value
+        array = sorted((r[V] for r in members), key=lambda v: (v is None, v or 0))
+        out.add(
+            (
+                k,
+                sum(1 for r in members if r[CHEAP] is True),
+                len(values),
+                len(cheap),
+                sum(values) if values else None,
+                average,
+                ",".join(r[S] for r in by_o) if texts else None,
+                "|".join(sorted({r[S] for r in texts})) if texts else None,
+                tuple(array),
+            )
+        )
+    return out
+
+
+def wide_random_epochs(seed: int, epochs: int, groups: int) -> list[list[Chunk]]:
+    """Inserts, deletes and updates of rows with few distinct values, so values come and go."""
+    rng = random.Random(seed)
+    live: list[tuple] = []
+    out = []
+
+    def new_row(k: int) -> tuple:
+        s = rng.choice([None, "ant", "bee", "cat", "dog", "éclair", "emu" * 20])
+        return (k, rng.choice([None, *range(-4, 5)]), s, rng.choice([None, *range(3)]), rng.choice([None, True, False]))
+
+    for _ in range(epochs):
+        chunks = []
+        for _ in range(rng.randrange(1, 4)):
+            ops: list = []
+            batch: list[tuple] = []
+            for _ in range(rng.randrange(1, 25)):
+                roll = rng.random()
+                if live and roll < 0.35:
+                    ops.append(DEL)
+                    batch.append(live.pop(rng.randrange(len(live))))
+                elif live and roll < 0.5:
+                    old = live.pop(rng.randrange(len(live)))
+                    new = new_row(old[K])
+                    live.append(new)
+                    ops += [UD, UI]
+                    batch += [old, new]
+                else:
+                    row = new_row(rng.randrange(groups))
+                    live.append(row)
+                    ops.append(INS)
+                    batch.append(row)
+            chunks.append(chunk(WIDE, ops, batch))
+        out.append(chunks)
+    return out
+
+
+def _hashable(changes: list) -> list:
+    """Changes whose array values are tuples, so rows can be counted."""
+    return [(op, tuple(tuple(v) if isinstance(v, list) else v for v in row)) for op, row in changes]
+
+
+def test_new_aggregates_under_random_changes_agree_with_recomputing_from_scratch() -> None:
+    epochs = wide_random_epochs(seed=99, epochs=25, groups=5)
+    output = run(wide_agg(stream(epochs), NEW_CALLS))
+    assert_alternating(changes(output), key=lambda row: row[0])
+    live: list[tuple] = []
+    view: dict = {}
+    for chunks, epoch_changes in zip(epochs, per_barrier(output)[1:], strict=True):
+        for c in chunks:
+            for op, row in c.rows():
+                if op in (INS, UI):
+                    live.append(row)
+                else:
+                    live.remove(row)
+        view = apply_changes(_hashable(epoch_changes), view)
+        assert set(view) == _recompute(live) and set(view.values()) == {1}
+
+
+def test_new_accumulators_survive_recovery_with_and_without_a_cache_budget() -> None:
+    epochs = wide_random_epochs(seed=7, epochs=20, groups=40)
+    expected = per_barrier(run(wide_agg(stream(epochs), NEW_CALLS, state=wide_state(MemoryStateStore()))))
+    split = 12
+    for cache_bytes in (None, 4_000):
+        store = SpyStore()
+        first = wide_agg(stream(epochs[:split]), NEW_CALLS, state=wide_state(store), cache_bytes=cache_bytes)
+        assert per_barrier(run(first)) == expected[: split + 1]
+        if cache_bytes is not None:
+            assert first.cache is not None and first.cache.evictions > 0  # groups really were read back
+        # A new operator over the same store resumes from the state committed at `split`.
+        recovered = wide_agg(
+            stream(epochs[split:], first_epoch=100, prev=split),
+            NEW_CALLS,
+            state=wide_state(store),
+            cache_bytes=cache_bytes,
+        )
+        output = per_barrier(run(recovered))
+        assert output[0] == [] and output[1:] == expected[split + 1 :], cache_bytes
+        assert (store.snapshots > 0) == (cache_bytes is None)
+
+
+def test_bounded_cache_with_new_accumulators_matches_the_unbounded_operator() -> None:
+    epochs = wide_random_epochs(seed=31, epochs=20, groups=60)
+    reference_store = MemoryStateStore()
+    expected = per_barrier(run(wide_agg(stream(epochs), NEW_CALLS, state=wide_state(reference_store))))
+    store = SpyStore()
+    operator = wide_agg(stream(epochs), NEW_CALLS, state=wide_state(store), cache_bytes=6_000)
+    cache = operator.cache
+    assert cache is not None
+    sizes: list[int] = []
+    assert per_barrier(run(operator, lambda m: sizes.append(cache.used_bytes) if isinstance(m, Barrier) else None)) == (
+        expected
+    )
+    assert cache.evictions > 30 and store.lookups > 0
+    assert max(sizes) <= 6_000
+    assert state_groups(store.snapshot(9, len(epochs))) == state_groups(reference_store.snapshot(9, len(epochs)))
+
+
+def test_accounted_bytes_of_the_new_accumulators_follow_what_they_allocate() -> None:
+    """Multisets of ints and of texts (short and long), ordered string_agg keys and their output strings."""
+    for values_per_group, text_length in [(1, 3), (20, 3), (20, 60)]:
+        rows = [(v % 1000, v, f"{v:0{text_length}d}", v % 7, v % 3 == 0) for v in range(1000 * values_per_group)]
+        state = wide_state(MemoryStateStore())
+        operator = wide_agg([barrier(1), inserts(WIDE, rows), barrier(2)], NEW_CALLS, state=state, cache_bytes=10**12)
+        tracemalloc.start()
+        try:
+            run(operator)
+            assert operator.cache is not None
+            accounted = operator.cache.used_bytes
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            operator.cache = None
+            operator._groups = {}
+            gc.collect()
+            allocated = before - tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert 0.75 <= accounted / allocated <= 1.5, (values_per_group, text_length, accounted, allocated)

@@ -55,3 +55,11 @@ def test_a_chunk_with_a_different_schema_raises() -> None:
     other = pa.schema([("id", pa.int32())])
     with pytest.raises(AssertionError):
         checked([barrier(1), inserts(other, [(1,)]), barrier(2)])
+
+
+def test_a_watermark_going_back_on_its_column_raises() -> None:
+    two_columns = pa.schema([("id", pa.int64()), ("t", pa.int64())])
+    ok = [barrier(1), Watermark(0, 5), Watermark(1, 2), Watermark(0, 5), Watermark(0, 7), barrier(2)]
+    assert len(run(CheckedOperator(ScriptedSource(two_columns, ok)))) == len(ok)  # per column; equal is fine
+    with pytest.raises(AssertionError, match="watermark back"):
+        run(CheckedOperator(ScriptedSource(two_columns, [barrier(1), Watermark(0, 5), Watermark(0, 4), barrier(2)])))

@@ -2,7 +2,8 @@
 
 An update pair whose halves fall on different sides of the condition becomes a
 lone delete (the old row passed) or a lone insert (the new row passes), so the
-output still alternates inserts and deletes per key (DESIGN §11).
+output still alternates inserts and deletes per key (DESIGN §11). Watermarks
+pass unchanged: dropping rows never brings back a later one below them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HashAgg: GROUP BY with COUNT/SUM/AVG/MIN/MAX, under inserts, updates and deletes.
+"""HashAgg: GROUP BY with aggregate calls (``agg_calls.py``), under inserts, updates and deletes.
 
 Each chunk is first reduced by DuckDB to one partial row per group (signed
 sums: an insert adds, a delete subtracts), so Python touches each *group* of a
@@ -7,8 +7,11 @@ barrier that ends it, as an insert (new group), an update pair (changed group)
 or a delete (group whose last row went away); then the changed groups' states
 are written to the state table and committed, then the barrier goes on.
 
-MIN and MAX keep, per group, a count of every value seen, so a delete of the
-current minimum finds the next one. Without GROUP BY there is exactly one group
+MIN, MAX, DISTINCT calls, string_agg and array_agg keep, per group, a count of
+every value seen (a multiset), so a delete of the current minimum finds the next
+one and a distinct value goes with the last row holding it; their values are
+reduced per chunk by a query of their own (``agg_calls.value_queries``). SELECT
+DISTINCT is a HashAgg with no calls. Without GROUP BY there is exactly one group
 and it never vanishes: ``count(*)`` over nothing is 0, as in PostgreSQL.
 
 Memory (DESIGN §6). Without a cache budget every group stays in memory and a
@@ -26,14 +29,24 @@ that replaces the old row). Recovery reads nothing up front.
 The state table (``agg_state_schema``) is keyed by the group columns themselves,
 typed as in the output, so the state store sorts, hashes and looks up their
 memcomparable encoding with numpy; each group's accumulators are one pickled value.
+
+Watermarks (docs/design/20261127_watermarks.md). A watermark on an input column
+that is a group key (``window_start``) means a group whose key is below it gets
+no row ever again. On the next barrier such groups are *closed*: their state
+is deleted from the state table and the cache, so the state of a windowed
+aggregation over an endless source stays bounded; the view keeps their rows.
+The watermark then goes on as one of the group's output column, after the
+barrier's changes. With ``emit_on_window_close`` the operator emits nothing on
+barriers but each group once, as an insert, on the barrier that closes it: the
+output is append-only and holds only closed windows. Finding the groups to
+close walks the groups in memory, or with a cache budget scans the state table
+(once per advance of a key's watermark, once per window for a TUMBLE key).
 """
 
 from __future__ import annotations
 
-import decimal
 import pickle
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,35 +58,21 @@ from tidegate.common.keys import encode_columns, key_width
 from tidegate.state.state_table import StateTable
 from tidegate.stream.evaluator import Evaluator
 from tidegate.stream.lru_cache import LruCache
-from tidegate.stream.messages import Barrier, Message
+from tidegate.stream.messages import Barrier, Message, Watermark
 from tidegate.stream.operator import Operator
+from tidegate.stream.operators import agg_calls
+from tidegate.stream.operators.agg_calls import AGG_KINDS, AggCall, SortKey, ValueQuery
+from tidegate.stream.operators.agg_calls import _IntervalKey as _IntervalKey  # pickled states name it here
 
-AGG_KINDS = ("count_star", "count", "sum", "avg", "min", "max")
-_AVG_CONTEXT = decimal.Context(prec=38)
+__all__ = ["AGG_KINDS", "AggCall", "HashAgg", "SortKey", "agg_state_schema"]
 
-# What a cached group is accounted beyond the length of its encoded key and state: what CPython 3.11
-# allocates for it, measured with tracemalloc (test_hash_agg.py measures again and compares). Per group:
-# the _Group, its accumulator list, the key and output tuples, the encoded state's bytes object and the
-# cache's map entries. Per call: the accumulator's objects and the output value; a MIN/MAX also holds a
-# dict, and per distinct value it keeps, a dict slot and the value (a Decimal is a large object).
+# What a cached group is accounted beyond the length of its encoded key and state and its calls'
+# (``agg_calls.call_bytes``): what CPython 3.11 allocates for the _Group, its accumulator list, the key
+# and output tuples, the encoded state's bytes object and the cache's map entries, measured with
+# tracemalloc (test_hash_agg.py measures again and compares).
 GROUP_BYTES = 385
-CALL_BYTES = {"count_star": 16, "count": 16, "sum": 190, "avg": 190, "min": 290, "max": 290}
-DECIMAL_CALL_BYTES = 60
-EXTREME_VALUE_BYTES = 70
-DECIMAL_EXTREME_VALUE_BYTES = 130
 
 Key = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class AggCall:
-    kind: str
-    arg: int | None  # input column; None for count(*)
-    output_type: pa.DataType
-
-    def __post_init__(self) -> None:
-        assert self.kind in AGG_KINDS, self.kind
-        assert (self.arg is None) == (self.kind == "count_star"), self
 
 
 class _Group:
@@ -87,17 +86,9 @@ class _Group:
 
     def __init__(self, calls: list[AggCall]) -> None:
         self.rows = 0
-        self.accumulators: list[Any] = [_new_accumulator(c.kind) for c in calls]
+        self.accumulators: list[Any] = [agg_calls.new_accumulator(c) for c in calls]
         self.emitted: tuple[Any, ...] | None = None
         self.written: bytes | None = None
-
-
-def _new_accumulator(kind: str) -> Any:
-    if kind in ("count_star", "count"):
-        return 0
-    if kind in ("sum", "avg"):
-        return [0, 0]  # signed sum, non-null count
-    return [{}, 0]  # value -> count, non-null count
 
 
 class HashAgg(Operator):
@@ -111,9 +102,12 @@ class HashAgg(Operator):
         schema: pa.Schema,
         state: StateTable | None = None,
         cache_bytes: int | None = None,
+        emit_on_window_close: bool = False,
     ) -> None:
         assert cache_bytes is None or state is not None, "evicted groups are read back from the state table"
+        assert group_keys or not emit_on_window_close, "a window to close needs a group key"
         self.input = input
+        self.emit_on_window_close = emit_on_window_close
         self.group_keys = group_keys
         self.calls = calls
         self.schema = schema
@@ -128,56 +122,46 @@ class HashAgg(Operator):
         # The epoch this operator's state table was last committed at (or recovered from).
         self._state_epoch = 0
         self._evaluator = Evaluator()
-        self._partial_sql = self._compile_partial_sql()
-        self._extreme_sql = {
-            j: self._compile_extreme_sql(call) for j, call in enumerate(calls) if call.kind in ("min", "max")
-        }
+        # Watermarks, per group key position: the input's latest, and the one groups were closed below
+        # (which is also the output's last watermark of that column).
+        self._key_positions = {column: i for i, column in enumerate(group_keys)}
+        self._watermarks: dict[int, Any] = {}
+        self._closed_below: dict[int, Any] = {}
+        self.groups_closed = 0
+        input_schema = input.schema
+        self._partial_sql, self._partial_merges = self._compile_partial(input_schema)
+        self._value_queries: list[ValueQuery] = agg_calls.value_queries(calls, group_keys, input_schema)
         self._key_fields = [schema.field(i) for i in range(len(group_keys))]
         # Every encoded group key's length, when the group columns are all fixed-width.
         self._key_width = key_width([f.type for f in self._key_fields])
-        self._entry_bytes, self._extreme_value_bytes = self._accounting(calls)
-        # A new group's size until the barrier measures it: an empty state, a key, one value per extreme.
-        empty = (0, [_new_accumulator(c.kind) for c in calls])
-        encoded = len(pickle.dumps(empty)) + (self._key_width or 8 * len(group_keys))
-        self._new_group_bytes = self._entry_bytes + encoded + sum(self._extreme_value_bytes.values())
+        # Accounting: a group's fixed bytes; per multiset call, an entry's bytes and whether it holds text.
+        self._group_fixed_bytes = GROUP_BYTES + sum(agg_calls.call_bytes(c, input_schema) for c in calls)
+        self._multiset_entry_bytes = {
+            j: agg_calls.entry_bytes(c, input_schema) for j, c in enumerate(calls) if c.multiset
+        }
+        self._sized_outputs = [j for j, c in enumerate(calls) if c.kind in ("string_agg", "array_agg")]
+        # A new group's size until the barrier measures it: an empty state and a key (entries are added as they come).
+        empty = (0, [agg_calls.new_accumulator(c) for c in calls])
+        self._new_group_bytes = (
+            self._group_fixed_bytes + len(pickle.dumps(empty)) + (self._key_width or 8 * len(group_keys))
+        )
 
-    def _accounting(self, calls: list[AggCall]) -> tuple[int, dict[int, int]]:
-        """A group's fixed accounted bytes, and the bytes per distinct value of each MIN/MAX call."""
-        entry_bytes = GROUP_BYTES
-        value_bytes: dict[int, int] = {}
-        for j, call in enumerate(calls):
-            decimal_arg = call.arg is not None and pa.types.is_decimal(self.input.schema.field(call.arg).type)
-            entry_bytes += CALL_BYTES[call.kind] + (DECIMAL_CALL_BYTES if decimal_arg else 0)
-            if call.kind in ("min", "max"):
-                value_bytes[j] = DECIMAL_EXTREME_VALUE_BYTES if decimal_arg else EXTREME_VALUE_BYTES
-        return entry_bytes, value_bytes
-
-    # ---- compile the per-chunk reductions --------------------------------
-    def _keys_sql(self) -> str:
-        return ", ".join(f"_{k}" for k in self.group_keys)
-
-    def _compile_partial_sql(self) -> str:
-        sign = f"_{len(self.input.schema)}"
+    # ---- compile the per-chunk reduction ----------------------------------
+    def _compile_partial(self, input_schema: pa.Schema) -> tuple[str, list[tuple[int, bool, int]]]:
+        """The partial query, and per call it feeds: (call index, whether a counter, its first column)."""
+        sign = f"_{len(input_schema)}"
         items = [f"_{k}" for k in self.group_keys]
         items.append(f"sum({sign})::BIGINT")
-        for call in self.calls:
-            if call.kind == "count_star":
-                continue
-            arg = f"_{call.arg}"
-            items.append(f"sum(CASE WHEN {arg} IS NULL THEN 0 ELSE {sign} END)::BIGINT")
-            if call.kind in ("sum", "avg"):
-                # Widen before negating: retracting the smallest value of a type must not overflow.
-                wide = f"CAST({arg} AS {_wide_type(self.input.schema.field(call.arg).type)})"
-                items.append(f"sum(CASE WHEN {sign} > 0 THEN {wide} ELSE -{wide} END)")
-        group_by = f" GROUP BY {self._keys_sql()}" if self.group_keys else ""
-        return f"SELECT {', '.join(items)} FROM __input{group_by}"
-
-    def _compile_extreme_sql(self, call: AggCall) -> str:
-        sign = f"_{len(self.input.schema)}"
-        keys = [f"_{k}" for k in self.group_keys]
-        select = ", ".join([*keys, f"_{call.arg}", f"sum({sign})::BIGINT"])
-        group_by = ", ".join([*keys, f"_{call.arg}"])
-        return f"SELECT {select} FROM __input WHERE _{call.arg} IS NOT NULL GROUP BY {group_by}"
+        merges: list[tuple[int, bool, int]] = []
+        position = 1  # after the group's row count
+        for j, call in enumerate(self.calls):
+            call_items = agg_calls.partial_items(call, sign, input_schema)
+            if call_items:
+                merges.append((j, len(call_items) == 1, position))
+                position += len(call_items)
+                items += call_items
+        group_by = f" GROUP BY {', '.join(f'_{k}' for k in self.group_keys)}" if self.group_keys else ""
+        return f"SELECT {', '.join(items)} FROM __input{group_by}", merges
 
     # ---- the stream -------------------------------------------------------
     async def execute(self) -> AsyncIterator[Message]:
@@ -189,15 +173,22 @@ class HashAgg(Operator):
             elif isinstance(message, Barrier):
                 if first:
                     self._start(message.epoch.prev)
-                else:
-                    output = self.flush()
-                    if output is not None:
-                        yield output
-                    self._write_state(message.epoch.prev)
-                first = False
+                    first = False
+                    yield message
+                    continue
+                output = None if self.emit_on_window_close else self.flush()
+                closed, watermarks = self._close_passed_groups()
+                self._write_state(message.epoch.prev)
+                for chunk in (output, closed):
+                    if chunk is not None:
+                        yield chunk
+                for watermark in watermarks:
+                    yield watermark
                 yield message
-            else:
-                yield message
+            elif isinstance(message, Watermark):
+                position = self._key_positions.get(message.column)
+                if position is not None:  # a watermark on any other column says nothing about the output
+                    self._watermarks[position] = message.value
 
     def _start(self, epoch: int) -> None:
         """On the first barrier: resume from the state committed at ``epoch`` (0: there is none)."""
@@ -225,62 +216,65 @@ class HashAgg(Operator):
         cache = self.cache
         if cache is not None:
             self._bring_in(keys)
-        extremes_before = self._extremes_bytes(keys) if cache is not None and self._extreme_sql else None
         self._merge_partial(keys, columns[nkeys:])
-        for j, sql in self._extreme_sql.items():
-            self._merge_extremes(j, self._evaluator.query(batch, sql))
-        if cache is not None and extremes_before is not None:
-            # A MIN/MAX accumulator grows by one value at a time: account each pinned group's growth.
+        growth: dict[Key, int] | None = {} if cache is not None else None
+        for query in self._value_queries:
+            self._merge_values(query, self._evaluator.query(batch, query.sql), growth)
+        if cache is not None and growth:
+            # A multiset grows and shrinks one entry at a time: account each pinned group's change.
             size_of = cache.size_of
-            cache.resize_many(
-                [
-                    (key, size_of(key) + after - before)
-                    for key, before, after in zip(keys, extremes_before, self._extremes_bytes(keys))
-                    if after != before
-                ]
-            )
+            cache.resize_many([(key, size_of(key) + delta) for key, delta in growth.items() if delta])
 
     def _merge_partial(self, keys: list[Key], rest: list[list[Any]]) -> None:
-        groups, dirty, calls = self._groups, self._dirty, self.calls
+        groups, dirty, calls, merges = self._groups, self._dirty, self.calls, self._partial_merges
+        row_counts = rest[0]
         for i, key in enumerate(keys):
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(calls)
             dirty.add(key)
-            group.rows += rest[0][i]
-            position = 1
-            for j, call in enumerate(calls):
-                kind = call.kind
-                if kind == "count_star":
-                    continue
-                nonnull = rest[position][i]
-                position += 1
-                accumulator = group.accumulators[j]
-                if kind == "count":
-                    group.accumulators[j] = accumulator + nonnull
-                elif kind in ("sum", "avg"):
-                    total = rest[position][i]
-                    position += 1
-                    accumulator[1] += nonnull
+            group.rows += row_counts[i]
+            accumulators = group.accumulators
+            for j, counter, position in merges:
+                if counter:
+                    accumulators[j] += rest[position][i]
+                else:  # sum, avg: [signed sum, non-null count]
+                    accumulator = accumulators[j]
+                    accumulator[1] += rest[position][i]
+                    total = rest[position + 1][i]
                     if total is not None:
                         accumulator[0] = accumulator[0] + total
-                else:
-                    accumulator[1] += nonnull
 
-    def _merge_extremes(self, j: int, values: pa.Table) -> None:
+    def _merge_values(self, query: ValueQuery, values: pa.Table, growth: dict[Key, int] | None) -> None:
+        """Add a value query's signed counts to the multisets of the calls it serves.
+
+        ``growth`` (bounded cache): each group's change of accounted bytes, from entries that came or went.
+        """
         columns = [c.to_pylist() for c in values.columns]
-        nkeys = len(self.group_keys)
+        nkeys, width = len(self.group_keys), query.width
         keys = list(zip(*columns[:nkeys])) if nkeys else [()] * values.num_rows
-        values_column = columns[nkeys]
-        if pa.types.is_interval(values.schema.field(nkeys).type):
-            values_column = [_IntervalKey.of(v) for v in values_column]
-        for key, value, count in zip(keys, values_column, columns[nkeys + 1]):
-            counts = self._groups[key].accumulators[j][0]
-            remaining = counts.get(value, 0) + count
-            if remaining:
-                counts[value] = remaining
-            else:
-                counts.pop(value, None)
+        parts = columns[nkeys : nkeys + width]
+        for position, convert in query.converters:
+            parts[position] = [convert(v) for v in parts[position]]
+        entries = parts[0] if width == 1 else list(zip(*parts))
+        groups = self._groups
+        for j, count_column in query.uses:
+            entry_bytes, holds_text = self._multiset_entry_bytes[j]
+            for key, entry, count in zip(keys, entries, columns[nkeys + width + count_column]):
+                if not count:
+                    continue  # the chunk inserted and deleted it, or the FILTER excluded its rows
+                accumulator = groups[key].accumulators[j]
+                multiset = accumulator[0]
+                accumulator[1] += count
+                before = multiset.get(entry, 0)
+                after = before + count
+                if after:
+                    multiset[entry] = after
+                else:
+                    del multiset[entry]
+                if growth is not None and not (before and after):
+                    size = entry_bytes + (agg_calls.text_bytes(entry) if holds_text else 0)
+                    growth[key] = growth.get(key, 0) + (size if after else -size)
 
     def _restore(self, epoch: int) -> None:
         """Reload every group's state as committed at ``epoch`` (recovery without a cache budget)."""
@@ -362,20 +356,86 @@ class HashAgg(Operator):
         return self.state.store.get_rows(self.state.table_id, keys, self._state_epoch)
 
     def _group_bytes(self, encoded_key_bytes: int, encoded_state_bytes: int, group: _Group) -> int:
-        """A cached group's accounted size (see GROUP_BYTES)."""
-        size = self._entry_bytes + encoded_key_bytes + encoded_state_bytes
-        for j, value_bytes in self._extreme_value_bytes.items():
-            size += value_bytes * len(group.accumulators[j][0])
+        """A cached group's accounted size (see GROUP_BYTES and ``agg_calls``).
+
+        Linear in the group's multiset entries when they hold text, as is the encoding of its state.
+        """
+        size = self._group_fixed_bytes + encoded_key_bytes + encoded_state_bytes
+        for j, (entry_bytes, holds_text) in self._multiset_entry_bytes.items():
+            multiset = group.accumulators[j][0]
+            size += entry_bytes * len(multiset)
+            if holds_text:
+                size += sum(map(agg_calls.text_bytes, multiset))
+        if self._sized_outputs and group.emitted is not None:
+            nkeys = len(self.group_keys)
+            for j in self._sized_outputs:
+                size += agg_calls.output_bytes(self.calls[j], group.emitted[nkeys + j])
         return size
 
-    def _extremes_bytes(self, keys: list[Key]) -> list[int]:
-        """Per pinned group of ``keys``, the accounted bytes of the values its MIN/MAX accumulators hold."""
-        groups = self._groups
-        accumulators = [groups[key].accumulators for key in keys]
-        totals = [0] * len(keys)
-        for j, value_bytes in self._extreme_value_bytes.items():
-            totals = [t + value_bytes * len(a[j][0]) for t, a in zip(totals, accumulators)]
-        return totals
+    # ---- watermarks --------------------------------------------------------
+    def _close_passed_groups(self) -> tuple[Chunk | None, list[Watermark]]:
+        """Close every group below a key's new watermark: forget it (state row deleted), and with
+        ``emit_on_window_close`` emit it. Returns those inserts and the output's new watermarks."""
+        bounds = {
+            i: value
+            for i, value in self._watermarks.items()
+            if i not in self._closed_below or value > self._closed_below[i]
+        }
+        if not bounds:
+            return None, []
+        closed = self._passed_groups(bounds)
+        rows: list[tuple[Any, ...]] = []
+        deleted: list[tuple[Key, bytes]] = []
+        for key, group in closed.items():
+            if self.emit_on_window_close and group.rows:
+                rows.append((*key, *self._values(group)))
+            if group.written is not None:
+                deleted.append((key, group.written))
+            self._dirty.discard(key)
+            if self.cache is None:
+                del self._groups[key]
+        if deleted and self.state is not None:
+            keys = [key for key, _ in deleted]
+            batch = pa.RecordBatch.from_arrays(
+                [*self._key_columns(keys), pa.array([state for _, state in deleted], pa.binary())],
+                schema=self.state.schema,
+            )
+            self.state.write(Chunk.of(np.full(len(keys), Op.DELETE, dtype=np.int8), batch))
+        self.groups_closed += len(closed)
+        self._closed_below.update(bounds)
+        output = self._chunk([Op.INSERT] * len(rows), rows) if rows else None
+        return output, [Watermark(i, value) for i, value in sorted(bounds.items())]
+
+    def _passed_groups(self, bounds: dict[int, Any]) -> dict[Key, _Group]:
+        """The groups with a key column below its bound (``bounds``: key position -> watermark).
+
+        With a cache they leave it here; the ones it lacks are decoded from the state table.
+        """
+        as_python = {i: pa.scalar(value, self._key_fields[i].type).as_py() for i, value in bounds.items()}
+
+        def passed(key: Key) -> bool:
+            return any(key[i] is not None and key[i] < bound for i, bound in as_python.items())
+
+        cache = self.cache
+        if cache is None:
+            return {key: group for key, group in self._groups.items() if passed(key)}
+        # Every group is in the state table (committed at _state_epoch) or pinned in the cache (changed
+        # this epoch): scan the one for the keys below their bounds, walk the other.
+        found = {key: group for key, group in cache.dirty.items() if passed(key)}
+        if self.state is not None and self._state_epoch:
+            rows = self.state.snapshot(self._state_epoch)
+            mask = None
+            for i, value in bounds.items():
+                below = pc.fill_null(pc.less(rows.column(i), pa.scalar(value, self._key_fields[i].type)), False)
+                mask = below if mask is None else pc.or_(mask, below)
+            rows = rows.filter(mask)
+            for key, encoded in zip(self._row_keys(rows), rows.column(len(self.group_keys)).to_pylist()):
+                if key not in found:
+                    cached = cache.get(key)
+                    found[key] = cached if cached is not None else self._decode(key, encoded)
+        for key in found:
+            cache.pop(key)
+        return found
 
     # ---- the barrier ------------------------------------------------------
     def flush(self) -> Chunk | None:
@@ -398,35 +458,20 @@ class HashAgg(Operator):
                 ops += [Op.UPDATE_DELETE, Op.UPDATE_INSERT]
                 rows += [old_row, new_row]  # type: ignore[list-item]
             group.emitted = new_row
-        if not rows:
-            return None
+        return self._chunk(ops, rows) if rows else None
+
+    def _chunk(self, ops: list[int], rows: list[tuple[Any, ...]]) -> Chunk:
+        """Output rows (group key, then aggregates) as a chunk."""
         columns = list(zip(*rows))
         arrays = [
-            pa.array(_to_arrow_values(list(col), field.type), type=field.type)
+            pa.array(agg_calls.to_arrow_values(list(col), field.type), type=field.type)
             for col, field in zip(columns, self.schema)
         ]
         return Chunk.of(np.array(ops, dtype=np.int8), pa.RecordBatch.from_arrays(arrays, schema=self.schema))
 
     def _values(self, group: _Group) -> list[Any]:
-        out: list[Any] = []
-        for call, accumulator in zip(self.calls, group.accumulators):
-            kind = call.kind
-            if kind == "count_star":
-                out.append(group.rows)
-            elif kind == "count":
-                out.append(accumulator)
-            elif kind == "sum":
-                out.append(accumulator[0] if accumulator[1] else None)
-            elif kind == "avg":
-                out.append(_average(accumulator[0], accumulator[1], call.output_type))
-            else:
-                counts = accumulator[0]
-                if not counts:
-                    out.append(None)
-                else:
-                    extreme = min(counts) if kind == "min" else max(counts)
-                    out.append(extreme.value() if isinstance(extreme, _IntervalKey) else extreme)
-        return out
+        rows = group.rows
+        return [agg_calls.output_value(c, a, rows) for c, a in zip(self.calls, group.accumulators)]
 
     def _write_state(self, epoch: int) -> None:
         """Persist the state of the groups changed this epoch and forget the vanished ones."""
@@ -483,55 +528,8 @@ class HashAgg(Operator):
             cache.mark_all_clean()  # and the epoch's groups may now be evicted
 
 
-@dataclass(frozen=True, order=True)
-class _IntervalKey:
-    """An interval ordered as PostgreSQL orders them (a month is 30 days), picklable."""
-
-    total_us: int
-    months: int
-    days: int
-    nanoseconds: int
-
-    @staticmethod
-    def of(value: Any) -> _IntervalKey:
-        months, days, nanoseconds = value.months, value.days, value.nanoseconds
-        return _IntervalKey((months * 30 + days) * 86_400_000_000 + nanoseconds // 1000, months, days, nanoseconds)
-
-    def value(self) -> tuple[int, int, int]:
-        return (self.months, self.days, self.nanoseconds)
-
-
-def _wide_type(arrow_type: pa.DataType) -> str:
-    """The DuckDB type a SUM/AVG argument is widened to before it is signed."""
-    if pa.types.is_integer(arrow_type):
-        return "HUGEINT"
-    if pa.types.is_decimal(arrow_type):
-        return f"DECIMAL(38,{arrow_type.scale})"
-    return "DOUBLE"
-
-
 def agg_state_schema(output: pa.Schema, key_count: int) -> tuple[pa.Schema, list[int]]:
     """A HashAgg's state table: the ``key_count`` group columns of its ``output`` (the primary key),
     then the group's pickled accumulators."""
     keys = [pa.field(f"_group_key{i}", output.field(i).type) for i in range(key_count)]
     return pa.schema([*keys, pa.field("accumulators", pa.binary())]), list(range(key_count))
-
-
-def _average(total: Any, count: int, output_type: pa.DataType) -> Any:
-    if not count:
-        return None
-    if pa.types.is_floating(output_type):
-        return float(total) / count
-    quotient = _AVG_CONTEXT.divide(decimal.Decimal(total), decimal.Decimal(count))
-    return quotient.quantize(decimal.Decimal(1).scaleb(-output_type.scale), context=_AVG_CONTEXT)
-
-
-def _to_arrow_values(values: list[Any], arrow_type: pa.DataType) -> list[Any]:
-    if pa.types.is_decimal(arrow_type):
-        quantum = decimal.Decimal(1).scaleb(-arrow_type.scale)
-        return [None if v is None else decimal.Decimal(v).quantize(quantum, context=_AVG_CONTEXT) for v in values]
-    if pa.types.is_integer(arrow_type):
-        return [None if v is None else int(v) for v in values]
-    if pa.types.is_floating(arrow_type):
-        return [None if v is None else float(v) for v in values]
-    return values

@@ -11,6 +11,11 @@ Barriers come from the coordinator through ``inject``; whatever the source
 generated before a barrier belongs to the epoch that barrier ends. Rows carry
 their event number as the hidden ``_row_id`` column, a key that is unique and
 the same on every replay.
+
+A source with a ``WATERMARK`` runs a ``WatermarkGenerator`` over each chunk:
+late rows are dropped, a grown watermark follows the chunk, and the watermark
+is committed with the offset on every barrier (and emitted again right after
+the first one, so a recovered job knows it before any new event).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tidegate.state.state_table import StateTable
 from tidegate.stream.messages import Barrier, Message
 from tidegate.stream.operator import Operator
 from tidegate.stream.operators.table_source import SourceOffset
+from tidegate.stream.watermark import WatermarkGenerator
 
 _KIND_NAMES = ("person", "auction", "bid")
 
@@ -43,10 +49,13 @@ class NexmarkSource(Operator):
         schema: pa.Schema,
         actor_id: int,
         clock: Callable[[], float] | None = None,
+        watermark: WatermarkGenerator | None = None,
     ) -> None:
         """``schema``: the event columns (tidegate types) followed by the ``_row_id`` key column.
-        ``clock``: seconds, for the rate limit; the event loop's clock by default."""
+        ``clock``: seconds, for the rate limit; the event loop's clock by default.
+        ``watermark``: the generator of the source's ``WATERMARK``, if it declares one."""
         self.options = options
+        self.watermark = watermark
         self.offsets = SourceOffset(offsets)
         self.schema = schema
         self.actor_id = actor_id
@@ -60,6 +69,11 @@ class NexmarkSource(Operator):
         self._started_at = 0.0
         self._started_offset = self.offset
 
+    @property
+    def end_offset(self) -> int | None:
+        """The event number after the last one to generate; None for an unbounded source."""
+        return self._end
+
     def inject(self, barrier: Barrier) -> None:
         """Called by the barrier coordinator, on the stream loop."""
         self.barriers.put_nowait(barrier)
@@ -68,16 +82,21 @@ class NexmarkSource(Operator):
     async def execute(self) -> AsyncIterator[Message]:
         first = await self._next_barrier()
         self.offset = self.offsets.restore(first.epoch.prev, self.options.config.first_event_number)
+        restored = self.watermark.restore(first.epoch.prev) if self.watermark is not None else None
         self._started_at = self._now()
         self._started_offset = self.offset
         yield first
         if first.stops(self.actor_id):
             return
+        if restored is not None:
+            yield restored
         while True:
             if not self.barriers.empty():
                 barrier = self.barriers.get_nowait()
                 self.offsets.persist(self.offset)
                 self.offsets.commit(barrier.epoch.prev)
+                if self.watermark is not None:
+                    self.watermark.commit(barrier.epoch.prev)
                 yield barrier
                 if barrier.stops(self.actor_id):
                     return
@@ -85,8 +104,13 @@ class NexmarkSource(Operator):
             count = self._events_allowed()
             if count > 0:
                 chunk = self._generate(count)
+                watermark = None
+                if chunk is not None and self.watermark is not None:
+                    chunk, watermark = self.watermark.apply(chunk)
                 if chunk is not None:
                     yield chunk
+                if watermark is not None:
+                    yield watermark
                 # Hand the loop back so the coordinator can inject a barrier between chunks.
                 await asyncio.sleep(0)
                 continue

@@ -2,6 +2,10 @@
 
 Keeps row order and ops, so update pairs stay adjacent. The planner keeps the
 stream key among the outputs, so a projection never changes a row's key.
+
+A watermark of input column ``i`` goes on as a watermark of every output column
+that is exactly ``_i`` (same type); a computed column gets none, since nothing
+bounds what an expression makes of later rows.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import pyarrow as pa
 
 from tidegate.common.chunk import Chunk
 from tidegate.stream.evaluator import Evaluator, conform
-from tidegate.stream.messages import Message
+from tidegate.stream.messages import Message, Watermark
 from tidegate.stream.operator import Operator
 
 
@@ -30,6 +34,12 @@ class Project(Operator):
         )
         self._passthrough = _passthrough_indices(expressions)
         self._evaluator = Evaluator()
+        # Input column -> the output columns that copy it.
+        self._copies: dict[int, list[int]] = {}
+        for j, (expr, field) in enumerate(zip(expressions, schema)):
+            source = _column_reference(expr)
+            if source is not None and input.schema.field(source).type.equals(field.type):
+                self._copies.setdefault(source, []).append(j)
 
     async def execute(self) -> AsyncIterator[Message]:
         async for message in self.input.execute():
@@ -37,6 +47,9 @@ class Project(Operator):
                 if len(message) == 0:
                     continue
                 yield Chunk(message.ops, self.apply(message.data))
+            elif isinstance(message, Watermark):
+                for column in self._copies.get(message.column, ()):
+                    yield Watermark(column, message.value)
             else:
                 yield message
 
@@ -48,12 +61,15 @@ class Project(Operator):
 
 def _passthrough_indices(expressions: list[str]) -> list[int] | None:
     """Input positions when every expression is a bare column reference (no DuckDB needed)."""
-    indices = []
-    for expr in expressions:
-        if not (expr.startswith("_") and expr[1:].isdigit()):
-            return None
-        indices.append(int(expr[1:]))
-    return indices
+    indices = [_column_reference(expr) for expr in expressions]
+    return None if None in indices else indices  # type: ignore[return-value]
+
+
+def _column_reference(expression: str) -> int | None:
+    """The input position ``expression`` is a bare reference to (``_3``), else None."""
+    if expression.startswith("_") and expression[1:].isdigit():
+        return int(expression[1:])
+    return None
 
 
 def _duck_type(arrow_type: pa.DataType) -> str | None:

@@ -7,6 +7,12 @@ source read before a barrier belongs to the epoch that barrier ends. The offset
 reached is written to the source's own state table on every barrier, so it
 commits atomically with every operator's state (DESIGN §5.5) and recovery
 resumes from it.
+
+A table with a ``WATERMARK`` (an append-only table) runs a
+``WatermarkGenerator`` over what it reads: late rows are dropped before they
+are stored, a grown watermark follows the chunk, and the watermark commits with
+the offset. It is emitted again after the first barrier and after every barrier
+that adds downstream actors, so a new view learns it without waiting for it to grow.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import pyarrow as pa
 
 from tidegate.common.chunk import Chunk, Op
 from tidegate.state.state_table import StateTable
-from tidegate.stream.messages import Barrier, Message
+from tidegate.stream.messages import AddMutation, Barrier, Message
 from tidegate.stream.operator import Operator
+from tidegate.stream.watermark import WatermarkGenerator
 
 READ_BATCH_RECORDS = 16
 OFFSET_SCHEMA = pa.schema([("partition", pa.int32()), ("offset", pa.int64())])
@@ -35,8 +42,10 @@ class TableSource(Operator):
         offsets: StateTable,
         schema: pa.Schema,
         actor_id: int,
+        watermark: WatermarkGenerator | None = None,
     ) -> None:
         self.log = log
+        self.watermark = watermark
         # (barrier, log end offset when it was injected): everything acknowledged
         # before the barrier was injected is read before the barrier is emitted.
         self.barriers: asyncio.Queue[tuple[Barrier, int]] = asyncio.Queue()
@@ -61,9 +70,12 @@ class TableSource(Operator):
         self._loop = asyncio.get_running_loop()
         first, _ = await self.barriers.get()
         self.offset = self.offsets.restore(first.epoch.prev, 0)
+        restored = self.watermark.restore(first.epoch.prev) if self.watermark is not None else None
         self.log.add_listener(self._on_append)
         try:
             yield first
+            if restored is not None and not first.stops(self.actor_id):
+                yield restored
             async for message in self._run():
                 yield message
         finally:
@@ -74,11 +86,10 @@ class TableSource(Operator):
         while True:
             if not self.barriers.empty():
                 barrier, target = self.barriers.get_nowait()
-                async for chunk in self._read_until(target):
-                    yield chunk
-                self._persist_offset()
-                self.offsets.commit(barrier.epoch.prev)
-                yield barrier
+                async for message in self._read_until(target):
+                    yield message
+                for message in self._end_epoch(barrier):
+                    yield message
                 if barrier.stops(self.actor_id):
                     return
                 continue
@@ -89,8 +100,8 @@ class TableSource(Operator):
                         # A barrier waits for nothing read after its injection: the rest of
                         # this batch is read again after it.
                         break
-                    for chunk in self._advance([record]):
-                        yield chunk
+                    for message in self._advance([record]):
+                        yield message
                 # Hand the loop back: with a backlog nothing else here would suspend, and the
                 # barrier coordinator could not inject until the whole backlog was read.
                 await asyncio.sleep(0)
@@ -110,28 +121,46 @@ class TableSource(Operator):
             data_wait.cancel()
             if barrier_wait in done:
                 barrier, target = barrier_wait.result()
-                async for chunk in self._read_until(target):
-                    yield chunk
-                self._persist_offset()
-                self.offsets.commit(barrier.epoch.prev)
-                yield barrier
+                async for message in self._read_until(target):
+                    yield message
+                for message in self._end_epoch(barrier):
+                    yield message
                 if barrier.stops(self.actor_id):
                     return
             else:
                 barrier_wait.cancel()
 
-    def _advance(self, records: list[tuple[int, Chunk]]) -> list[Chunk]:
+    def _advance(self, records: list[tuple[int, Chunk]]) -> list[Message]:
         for offset, _ in records:
             assert offset == self.offset, (offset, self.offset)
             self.offset = offset + 1
-        return [chunk for _, chunk in records]
+        if self.watermark is None:
+            return [chunk for _, chunk in records]
+        messages: list[Message] = []
+        for _, chunk in records:
+            kept, watermark = self.watermark.apply(chunk)
+            messages += [m for m in (kept, watermark) if m is not None]
+        return messages
 
-    async def _read_until(self, target: int) -> AsyncIterator[Chunk]:
+    async def _read_until(self, target: int) -> AsyncIterator[Message]:
         while self.offset < target:
             records = self.log.read(self.offset, READ_BATCH_RECORDS)
             assert records, (self.offset, target)
-            for chunk in self._advance(records):
-                yield chunk
+            for message in self._advance(records):
+                yield message
+
+    def _end_epoch(self, barrier: Barrier) -> list[Message]:
+        """Commit the offset (and watermark) at the barrier's epoch; the barrier, then the watermark
+        again when the barrier adds downstream actors (they start after it)."""
+        self._persist_offset()
+        self.offsets.commit(barrier.epoch.prev)
+        if self.watermark is None:
+            return [barrier]
+        self.watermark.commit(barrier.epoch.prev)
+        current = self.watermark.current()
+        if current is not None and isinstance(barrier.mutation, AddMutation) and not barrier.stops(self.actor_id):
+            return [barrier, current]
+        return [barrier]
 
     def _persist_offset(self) -> None:
         self.offsets.persist(self.offset)
