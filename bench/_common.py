@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks in ``bench/``: memory, ports, machine facts, output.
+"""Helpers shared by the benchmarks in ``bench/``: memory, ports, worker processes, machine facts, output.
 
 Nothing here touches tidegate; benchmarks import tidegate themselves.
 """
@@ -10,10 +10,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,50 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time (user and system, all threads), in seconds."""
+    t = os.times()
+    return t.user + t.system
+
+
+# A worker is the benchmark script run again as ``script --worker SPEC`` (SPEC a JSON object whose
+# "kind" names the worker function): a fresh process per measurement, so no run inherits the memory,
+# caches or threads of another. It prints its result as one line, after the script's result marker.
+def run_worker(
+    script: str | Path, result_marker: str, spec: dict[str, Any], profile_to: Path | None = None
+) -> dict[str, Any]:
+    """Runs one worker of ``script`` (under ``py-spy record --threads``, written to ``profile_to``, if
+    given) and returns its result."""
+    command = [sys.executable, str(Path(script).resolve()), "--worker", json.dumps(spec)]
+    if profile_to is not None:
+        command = ["py-spy", "record", "--threads", "-r", "100", "-f", "raw", "-o", str(profile_to), "--", *command]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO_DIR)
+    for line in proc.stdout.splitlines():
+        if line.startswith(result_marker):
+            result: dict[str, Any] = json.loads(line[len(result_marker) :])
+            return result
+    raise RuntimeError(f"worker {spec['kind']} failed with status {proc.returncode}: {proc.stdout[-2000:]}")
+
+
+def serve_worker(
+    spec_json: str, workers: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]], result_marker: str
+) -> None:
+    """The worker side of ``run_worker``: runs the worker ``spec_json`` names and prints its result."""
+    spec = json.loads(spec_json)
+    result = workers[spec["kind"]](spec)
+    print(result_marker + json.dumps(result, default=str), flush=True)
+
+
+def profile_dir(profile: bool) -> Path | None:
+    """Where ``--profile`` writes py-spy's output (created); None without ``--profile``."""
+    if not profile:
+        return None
+    if shutil.which("py-spy") is None:
+        raise SystemExit("--profile needs py-spy on PATH")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    return RESULTS_DIR
 
 
 # ---- facts about the run ----------------------------------------------------------
@@ -120,6 +165,11 @@ def timestamp_slug(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
 
 
+def ms_text(value: float | None) -> str:
+    """Milliseconds for a report line: "-" when there is no figure."""
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def write_results(name: str, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``bench/results/<name>-<timestamp>.json``; returns the path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -140,6 +190,16 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = [line(list(headers)), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(out)
+
+
+def shout(headline: str, details: Sequence[str]) -> None:
+    """A banner no one can miss, for a failed run or a wrong answer (on the terminal too when the
+    output is redirected)."""
+    bar = "!" * 78
+    text = "\n".join([bar, f"!!! {headline}", *(f"!!!   {d}" for d in details), bar])
+    print(text, flush=True)
+    if not sys.stdout.isatty():  # redirected: say it on the terminal too
+        print(text, file=sys.stderr, flush=True)
 
 
 def _is_number(value: Any) -> bool:

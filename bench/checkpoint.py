@@ -59,6 +59,7 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 import revenue
+from _common import ms_text, shout
 
 CHUNK_ROWS = revenue.CHUNK_ROWS
 RESULT_MARKER = "@@CHECKPOINT_RESULT@@ "
@@ -152,11 +153,6 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
     """Overhead/latency: paced load of one workload into one store, timed until FLUSH returns."""
     start = time.perf_counter()
@@ -172,7 +168,7 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
             writer, schema = _writer(db, TABLE[spec["workload"]])
             epoch0 = db.database.flush()
             pace = spec["pace_s"] / len(batches)
-            cpu0, start = _cpu_s(), time.perf_counter()
+            cpu0, start = _common.cpu_seconds(), time.perf_counter()
             late = 0.0
             for i, batch in enumerate(batches):
                 due = start + i * pace
@@ -184,7 +180,7 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
                 _apply(writer, schema, batch)
             applied = time.perf_counter()
             db.execute("FLUSH")
-            end, cpu1 = time.perf_counter(), _cpu_s()
+            end, cpu1 = time.perf_counter(), _common.cpu_seconds()
             peak = _common.peak_rss_mib()
             checkpoints = _checkpoints(db, epoch0)
             got = [_norm(v) for v in db.execute(TOTALS_SQL[spec["workload"]])[0]]
@@ -345,14 +341,7 @@ WORKERS = {"load": worker_load, "build": worker_build, "recover": worker_recover
 
 # ---- parent side ------------------------------------------------------------------------------
 def run_worker(spec: dict[str, Any], profile_to: Path | None = None) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    if profile_to is not None:
-        command = ["py-spy", "record", "--threads", "-r", "100", "-f", "raw", "-o", str(profile_to), "--", *command]
-    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=_common.REPO_DIR)
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER) :])
-    raise RuntimeError(f"worker {spec['kind']} failed with status {proc.returncode}: {proc.stdout[-2000:]}")
+    return _common.run_worker(__file__, RESULT_MARKER, spec, profile_to)
 
 
 def run_kill_build(spec: dict[str, Any], kill_fraction: float) -> dict[str, Any]:
@@ -417,19 +406,20 @@ def overhead_phase(args: argparse.Namespace, profile_dir: Path | None) -> list[d
                         result[f"{field}_p99"] = percentile(values, 99)
                         result[f"{field}_max"] = max(values) if values else None
                     if not result["correct"]:
-                        _shout(f"{workload} {store_name} run {run}: WRONG view totals",
+                        shout(f"{workload} {store_name} run {run}: WRONG view totals",
                                [f"got {result['totals']}, expected {result['totals_expected']}"])  # fmt: skip
                     print(f"  {result['seconds']:.2f}s (apply {result['apply_seconds']:.2f}s + FLUSH "
                           f"{result['flush_seconds']:.2f}s), {result['rows_per_s']:,.0f} rows/s, CPU "
                           f"{result['cpu_seconds']:.2f}s, {len(cps)} checkpoints, duration p50/p99 "
-                          f"{_ms(result['duration_ms_p50'])}/{_ms(result['duration_ms_p99'])} ms, align p50/p99 "
-                          f"{_ms(result['align_ms_p50'])}/{_ms(result['align_ms_p99'])} ms, uploaded "
+                          f"{ms_text(result['duration_ms_p50'])}/{ms_text(result['duration_ms_p99'])} ms, "
+                          f"align p50/p99 {ms_text(result['align_ms_p50'])}/{ms_text(result['align_ms_p99'])} ms, "
+                          f"uploaded "
                           f"{sum(c['bytes_uploaded'] for c in cps) / 2**20:,.1f} MiB, peak RSS "
                           f"{result['peak_rss_mib']:,.0f} MiB, load avg {load_before:.2f}->"
                           f"{result['loadavg_1m_after']:.2f}, totals "
                           f"{'correct' if result['correct'] else 'WRONG'}", flush=True)  # fmt: skip
                 else:
-                    _shout(f"{workload} {store_name} run {run}: FAILED", [result["error"]])
+                    shout(f"{workload} {store_name} run {run}: FAILED", [result["error"]])
                 runs.append(result)
     return runs
 
@@ -470,7 +460,7 @@ def recovery_phase(args: argparse.Namespace) -> list[dict[str, Any]]:
                     ok = low <= result["table_rows"] <= high and result["view_order_count"] == result["table_rows"]
                     result["correct"] = ok
                     if not ok:
-                        _shout(f"recovery {store_name}/{scenario}: rows lost or doubled",
+                        shout(f"recovery {store_name}/{scenario}: rows lost or doubled",
                                [f"table {result['table_rows']:,}, view {result['view_order_count']:,}, "
                                 f"acknowledged {low:,}..{high:,}"])  # fmt: skip
                     build = result["build"]
@@ -487,7 +477,7 @@ def recovery_phase(args: argparse.Namespace) -> list[dict[str, Any]]:
                           f"({'correct' if ok else 'WRONG'}), peak RSS {result['peak_rss_mib']:,.0f} MiB, "
                           f"load avg {load_before:.2f}->{result['loadavg_1m_after']:.2f}", flush=True)  # fmt: skip
                 else:
-                    _shout(f"recovery {store_name}/{scenario}: FAILED", [result["error"]])
+                    shout(f"recovery {store_name}/{scenario}: FAILED", [result["error"]])
                 runs.append(result)
                 shutil.rmtree(data_dir, ignore_errors=True)
     return runs
@@ -524,10 +514,6 @@ def bytes_phase(args: argparse.Namespace) -> dict[str, Any]:
           f"{result['ratio_uploaded_to_changed']:.2f}x, all object writes/changed "
           f"{result['ratio_written_to_changed']:.2f}x", flush=True)  # fmt: skip
     return result
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
 
 
 def _mib(value: float) -> str:
@@ -690,19 +676,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        spec = json.loads(args.worker)
-        result = WORKERS[spec["kind"]](spec)
-        print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
+        _common.serve_worker(args.worker, WORKERS, RESULT_MARKER)
         return 0
 
     print(f"checkpoint overhead/latency/recovery/bytes: parts {'+'.join(args.parts)}, "
           f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
-    profile_dir = None
-    if args.profile:
-        if shutil.which("py-spy") is None:
-            raise SystemExit("--profile needs py-spy on PATH")
-        profile_dir = _common.RESULTS_DIR
-        profile_dir.mkdir(parents=True, exist_ok=True)
+    profile_dir = _common.profile_dir(args.profile)
     started = time.perf_counter()
     overhead = overhead_phase(args, profile_dir) if "overhead" in args.parts else []
     recovery = recovery_phase(args) if "recovery" in args.parts else []
@@ -738,13 +717,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_json:
         print(f"results: {_common.write_results('checkpoint', payload)}")
     if not correct:
-        _shout("a run FAILED or gave a WRONG ANSWER - do not trust its figures", [])
+        shout("a run FAILED or gave a WRONG ANSWER - do not trust its figures", [])
         return 2
     return 0
-
-
-def _shout(headline: str, details: list[str]) -> None:
-    revenue._shout(headline, details)
 
 
 if __name__ == "__main__":

@@ -41,13 +41,10 @@ This is a benchmark, not a test: nothing asserts on timing.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
 import resource
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +57,8 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
-import checkpoint  # py-spy summaries, percentiles, the loud banner
+import checkpoint  # py-spy frame names, percentiles
+from _common import ms_text, shout
 
 # The repository's own tidegate, whether or not (or wherever) it is installed.
 sys.path.insert(1, str(_common.REPO_DIR))
@@ -178,11 +176,6 @@ def compare(got: dict[str, Any], expected: dict[str, Any] | None, ties: bool) ->
 
 
 # ---- worker: one query in tidegate -----------------------------------------------------------------
-def _cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 def _checkpoints(db: Any, after_epoch: int, into: dict[int, dict[str, Any]]) -> None:
     result = db.execute_result("SELECT * FROM tidegate_checkpoints")
     names = [c.name for c in result.columns or []]
@@ -252,7 +245,7 @@ def worker_query(spec: dict[str, Any]) -> dict[str, Any]:
                 for statement in spec["side_input"]:
                     db.execute(statement)
             epoch0 = db.database.flush()
-            cpu0, start = _cpu_s(), time.perf_counter()
+            cpu0, start = _common.cpu_seconds(), time.perf_counter()
             try:
                 for statement in spec["setup"]:
                     db.execute(statement)
@@ -264,7 +257,7 @@ def worker_query(spec: dict[str, Any]) -> dict[str, Any]:
             progress = _wait_for_sources(db, spec, start, epoch0, checkpoints)
             generated = time.perf_counter()
             db.execute("FLUSH")
-            end, cpu1 = time.perf_counter(), _cpu_s()
+            end, cpu1 = time.perf_counter(), _common.cpu_seconds()
             peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
             _checkpoints(db, epoch0, checkpoints)
             failed = _failed_jobs(db)
@@ -296,10 +289,10 @@ def worker_generator(spec: dict[str, Any]) -> dict[str, Any]:
     config = NexmarkConfig()
     first, end, chunk = config.first_event_number, config.first_event_number + spec["events"], spec["chunk_events"]
     # As in a source, the first chunk also builds the seed's letter pool and channel table.
-    cpu0, start = _cpu_s(), time.perf_counter()
+    cpu0, start = _common.cpu_seconds(), time.perf_counter()
     for offset in range(first, end, chunk):
         generate_events(config, offset, min(chunk, end - offset))
-    seconds, cpu = time.perf_counter() - start, _cpu_s() - cpu0
+    seconds, cpu = time.perf_counter() - start, _common.cpu_seconds() - cpu0
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
@@ -411,15 +404,7 @@ WORKERS = {"query": worker_query, "generator": worker_generator, "duckdb": worke
 
 # ---- parent side ----------------------------------------------------------------------------------
 def run_worker(spec: dict[str, Any], profile_to: Path | None = None) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    if profile_to is not None:
-        command = ["py-spy", "record", "--threads", "-r", "100", "-f", "raw", "-o", str(profile_to), "--", *command]
-    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=_common.REPO_DIR)
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARKER) :])
-            return result
-    raise RuntimeError(f"worker {spec['kind']} failed with status {proc.returncode}: {proc.stdout[-2000:]}")
+    return _common.run_worker(__file__, RESULT_MARKER, spec, profile_to)
 
 
 def duckdb_phase(args: argparse.Namespace, queries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -482,7 +467,7 @@ def query_run(
         print(f"  {query['name']}: not supported: {result['refused']}", flush=True)
         return result
     if "error" in result:
-        _shout(f"{query['name']} run {run}: FAILED", [result["error"]])
+        shout(f"{query['name']} run {run}: FAILED", [result["error"]])
         return result
     result["events_per_s"] = args.events / result["seconds"]
     result["events_per_cpu_s"] = args.events / result["cpu_seconds"]
@@ -492,21 +477,17 @@ def query_run(
         result[f"{field}_p99"] = checkpoint.percentile(values, 99)
     result["check"] = compare(result["answer"], expected, query["ties"])
     if result["check"].startswith(("EMPTY", "WRONG")):
-        _shout(f"{query['name']} run {run}: {result['check']} view", [f"tidegate {result['answer']}",
+        shout(f"{query['name']} run {run}: {result['check']} view", [f"tidegate {result['answer']}",
                f"DuckDB   {expected}"])  # fmt: skip
     print(f"  {query['name']}: {result['seconds']:.2f}s (CREATE {result['create_seconds']:.2f}s + generate "
           f"{result['generate_seconds']:.2f}s + FLUSH {result['flush_seconds']:.2f}s), "
           f"{result['events_per_s']:,.0f} events/s, CPU {result['cpu_seconds']:.2f}s, peak RSS "
           f"{result['peak_rss_mib']:,.0f} MiB, {len(result['checkpoints'])} checkpoints, duration p50/p99 "
-          f"{_ms(result['duration_ms_p50'])}/{_ms(result['duration_ms_p99'])} ms, "
+          f"{ms_text(result['duration_ms_p50'])}/{ms_text(result['duration_ms_p99'])} ms, "
           f"{result['answer']['rows']:,} rows ({result['check']}), {result['generators']} generator(s), "
           f"{result['polls']} polls ({result['poll_seconds']:.2f}s), "
           f"load avg {load_before:.2f}->{result['loadavg_1m_after']:.2f}", flush=True)  # fmt: skip
     return result
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
 
 
 def _ratio(value: float | None) -> str | None:
@@ -672,9 +653,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        spec = json.loads(args.worker)
-        result = WORKERS[spec["kind"]](spec)
-        print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
+        _common.serve_worker(args.worker, WORKERS, RESULT_MARKER)
         return 0
 
     names = [n.strip() for n in args.queries.split(",") if n.strip()] if args.queries else None
@@ -682,12 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     ddl = schema_ddl(args.query_dir, args.events)
     print(f"nexmark: {args.events:,} events, queries {','.join(q['name'] for q in queries)}, {args.repeat} run(s), "
           f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
-    profile_dir = None
-    if args.profile:
-        if shutil.which("py-spy") is None:
-            raise SystemExit("--profile needs py-spy on PATH")
-        profile_dir = _common.RESULTS_DIR
-        profile_dir.mkdir(parents=True, exist_ok=True)
+    profile_dir = _common.profile_dir(args.profile)
     started = time.perf_counter()
     reference: dict[str, Any] = {"queries": {}} if args.no_duckdb else duckdb_phase(args, queries)
 
@@ -741,13 +715,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_json:
         print(f"results: {_common.write_results('nexmark', payload)}")
     if bad:
-        _shout("a run FAILED or gave a WRONG or EMPTY view - do not trust its figures", bad)
+        shout("a run FAILED or gave a WRONG or EMPTY view - do not trust its figures", bad)
         return 2
     return 0
-
-
-def _shout(headline: str, details: list[str]) -> None:
-    checkpoint._shout(headline, details)
 
 
 if __name__ == "__main__":

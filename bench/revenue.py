@@ -59,6 +59,7 @@ import pyarrow.csv as pa_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
+from _common import shout
 
 CREATE_TABLE = "CREATE TABLE orders (order_id INT, product_category VARCHAR, amount DECIMAL, order_time TIMESTAMP)"
 CREATE_VIEW = (
@@ -485,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                 # A fast wrong answer does not meet anything.
                 result["target_met"] = result["rows_per_s"] >= TARGETS[path] and result["check"]["correct"]
                 if not result["check"]["correct"]:
-                    _shout(f"{PATH_LABELS[path]} run {run}: WRONG ANSWER", result["check"]["examples"])
+                    shout(f"{PATH_LABELS[path]} run {run}: WRONG ANSWER", result["check"]["examples"])
                 breakdown = (
                     f"COPY {result['copy_seconds']:.2f}s + FLUSH {result['flush_seconds']:.2f}s"
                     if path == "a"
@@ -497,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"load avg {load_before:.2f}->{result['loadavg_1m_after']:.2f} on {os.cpu_count()} CPUs, "
                       f"answer {'correct' if result['check']['correct'] else 'WRONG'}", flush=True)  # fmt: skip
             else:
-                _shout(f"{PATH_LABELS[path]} run {run}: FAILED", [result["error"]])
+                shout(f"{PATH_LABELS[path]} run {run}: FAILED", [result["error"]])
             runs.append(result)
 
     print()
@@ -531,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_json:
         print(f"\nresults: {_common.write_results('revenue', payload)}")
     if not payload["all_correct"]:
-        _shout("at least one run FAILED or gave a WRONG ANSWER - do not trust its figures", [])
+        shout("at least one run FAILED or gave a WRONG ANSWER - do not trust its figures", [])
         return 2
     return 0
 
@@ -577,14 +578,6 @@ def targets_summary(runs: list[dict[str, Any]]) -> str:
         verdict = "MET" if met else "NOT MET" + (" (a run failed or answered wrong)" if wrong else "")
         lines.append(f"target {PATH_LABELS[path]}: >= {TARGETS[path]:,} rows/s; measured {measured} rows/s: {verdict}")
     return "\n".join(lines)
-
-
-def _shout(headline: str, details: list[str]) -> None:
-    bar = "!" * 78
-    text = "\n".join([bar, f"!!! {headline}", *(f"!!!   {d}" for d in details), bar])
-    print(text, flush=True)
-    if not sys.stdout.isatty():  # redirected: say it on the terminal too
-        print(text, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ cut of the streams (DESIGN §5.7). The snapshots are handed to DuckDB as Arrow
 tables under the relations' names, and the query — transpiled from tidegate's
 PostgreSQL dialect — runs over them.
 
-PostgreSQL's scalar functions are translated on the way (``common.functions``); an
-array result (``regexp_match``) is sent in PostgreSQL's array text form, ``{a,"b c",NULL}``,
-and a call with no matching signature is reported in PostgreSQL's words.
+PostgreSQL's scalar functions are translated on the way (``common.functions``); a
+one-dimensional array result (an ``int[]`` column, ``regexp_match``) is an array column
+(``_int4``, ``_text``); an array of arrays, which tidegate has no type for, is sent as text in
+PostgreSQL's array form, ``{{a,"b c"},{NULL,d}}``. A call with no matching signature is
+reported in PostgreSQL's words.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def literal(value: Any) -> exp.Expression:
         return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
     if isinstance(value, bytes | bytearray | memoryview):
         return exp.cast(exp.Literal.string("\\x" + bytes(value).hex()), "BYTEA")
+    if isinstance(value, list):  # an array parameter, decoded by the pgwire layer
+        return exp.Array(expressions=[literal(v) for v in value])
     return exp.Literal.string(str(value))
 
 
@@ -121,9 +125,9 @@ _ARRAY_TEXT = b"tidegate.array_text"
 
 
 def _arrays_as_text(table: pa.Table) -> pa.Table:
-    """List columns as PostgreSQL's array text (``{a,"b c",NULL}``): tidegate has no array type yet."""
+    """List columns tidegate has no array type for (arrays of arrays) as PostgreSQL's array text."""
     for index, field in enumerate(table.schema):
-        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+        if (pa.types.is_list(field.type) or pa.types.is_large_list(field.type)) and not _typed(field.type):
             texts = [
                 None if value is None else _array_text(value, field.type.value_type)
                 for value in table.column(index).to_pylist()
@@ -133,21 +137,20 @@ def _arrays_as_text(table: pa.Table) -> pa.Table:
     return table
 
 
+def _typed(arrow_type: pa.DataType) -> bool:
+    try:
+        from_arrow(arrow_type)
+    except FeatureNotSupported:
+        return False
+    return True
+
+
 def _array_text(values: list[Any], element_type: pa.DataType) -> str:
-    """PostgreSQL's array_out: elements quoted when empty, NULL-like or holding a delimiter, quote or space."""
-    items = []
-    for value in values:
-        if value is None:
-            items.append("NULL")
-            continue
-        if pa.types.is_list(element_type) or pa.types.is_large_list(element_type):
-            items.append(_array_text(value, element_type.value_type))
-            continue
-        text = from_arrow(element_type).to_text(value) or ""
-        if text == "" or text.upper() == "NULL" or any(c in text for c in '{},"\\') or any(c.isspace() for c in text):
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        items.append(text)
-    return "{" + ",".join(items) + "}"
+    """PostgreSQL's array_out; the inner arrays of a multidimensional array are not quoted."""
+    if pa.types.is_list(element_type) or pa.types.is_large_list(element_type):
+        inner = element_type.value_type
+        return "{" + ",".join("NULL" if v is None else _array_text(v, inner) for v in values) + "}"
+    return from_arrow(pa.list_(element_type)).to_text(values) or ""
 
 
 def _postgres_wording(error: TidegateError) -> TidegateError:

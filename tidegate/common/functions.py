@@ -21,6 +21,9 @@ What changes, and why:
   ``.`` matches a newline unless the match is newline-sensitive, as in PostgreSQL.
 - ``split_part`` with an empty delimiter returns the whole string for field 1 or -1;
   field 0 is an error (22023).
+- Arrays: a subscript below 1 is NULL (DuckDB counts ``a[-1]`` from the end);
+  ``array_length(a, 1)``, ``array_upper(a, 1)`` and ``array_lower(a, 1)`` are NULL for an
+  empty array and for any other dimension; they and ``cardinality(a)`` are ``integer``.
 
 Translations see only the syntax tree, not the argument types, so they are written so that
 DuckDB's binder still rejects the argument types PostgreSQL rejects (``LOWER(1)``,
@@ -82,7 +85,13 @@ def _translate(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.SplitPart):
         return _split_part(node)
     if isinstance(node, exp.Bracket):
-        return _subscripted_regexp_match(node)
+        translated = _subscripted_regexp_match(node)
+        return _array_subscript(node) if translated is node else translated
+    if isinstance(node, exp.ArraySize):  # what sqlglot reads array_length(a, dim) as
+        dimension = node.args.get("expression")
+        if dimension is None:
+            raise UndefinedFunction("function array_length(anyarray) does not exist", hint="Write array_length(a, 1).")
+        return _dimension_bound(node.this, dimension, _call("array_length", node.this.copy()))
     return node
 
 
@@ -614,11 +623,59 @@ def _split_part(node: exp.SplitPart) -> exp.Expression:
     return exp.Case(ifs=[exp.If(this=empty_delimiter, true=whole)], default=node.copy())
 
 
+# ---- arrays ----------------------------------------------------------------------------------
+
+
+def _array_subscript(bracket: exp.Bracket) -> exp.Expression:
+    """``a[k]`` is NULL for k < 1, as in PostgreSQL (DuckDB would count from the end)."""
+    if len(bracket.expressions) != 1 or isinstance(bracket.expressions[0], exp.Slice):
+        return bracket
+    index = bracket.expressions[0]
+    constant = _constant_int(index)
+    condition: exp.Expression
+    if constant is not None:
+        if constant >= 0:  # sqlglot keeps constant subscripts 0-based inside the tree: a[1] is 0
+            return bracket
+        condition = exp.false()
+    elif isinstance(index, exp.Literal) and index.is_string:
+        return bracket
+    else:
+        condition = exp.GTE(this=_operand(index), expression=exp.Literal.number(1))
+    return exp.Case(ifs=[exp.If(this=condition, true=bracket.copy())])
+
+
+def _dimension_bound(array: exp.Expression, dimension: exp.Expression, value: exp.Expression) -> exp.Expression:
+    """``value`` for dimension 1 of a non-empty array, else NULL (tidegate's arrays have one dimension)."""
+    present = exp.and_(
+        exp.EQ(this=_operand(dimension), expression=exp.Literal.number(1)),
+        exp.GT(this=_call("array_length", array.copy()), expression=exp.Literal.number(0)),
+    )
+    return exp.cast(exp.Case(ifs=[exp.If(this=present, true=value)]), exp.DataType.build("INT"))
+
+
+def _array_upper(call: exp.Anonymous) -> exp.Expression:
+    array, dimension = _arguments(call, "array_upper", (2,))
+    return _dimension_bound(array, dimension, _call("array_length", array.copy()))
+
+
+def _array_lower(call: exp.Anonymous) -> exp.Expression:
+    array, dimension = _arguments(call, "array_lower", (2,))
+    return _dimension_bound(array, dimension, exp.Literal.number(1))
+
+
+def _cardinality(call: exp.Anonymous) -> exp.Expression:
+    [array] = _arguments(call, "cardinality", (1,))
+    return exp.cast(_call("array_length", array.copy()), exp.DataType.build("INT"))
+
+
 _CALLS: dict[str, Callable[[exp.Anonymous], exp.Expression]] = {
     "to_char": _to_char,
     "date_part": _date_part,
     "mod": _mod,
     "regexp_match": _regexp_match,
+    "array_upper": _array_upper,
+    "array_lower": _array_lower,
+    "cardinality": _cardinality,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
 
+from tidegate.common.array_text import parse_array
 from tidegate.common.functions import translate_functions
 from tidegate.common.types import NUMERIC_PRECISION_MAX, UNCONSTRAINED_NUMERIC_SCALE
 
@@ -44,6 +45,15 @@ def to_duckdb(expression: exp.Expression) -> str:
             # PostgreSQL's bytea hex format: '\\x0102' is two bytes.
             unhex: exp.Expression = exp.func("unhex", exp.Literal.string(node.this.this[2:]))  # type: ignore[assignment]
             return unhex
+        if (
+            isinstance(node, exp.Cast)
+            and node.to.this == exp.DataType.Type.ARRAY
+            and isinstance(node.this, exp.Literal)
+            and node.this.is_string
+        ):
+            # PostgreSQL's array text ('{1,2,NULL}'), which DuckDB does not read: its elements, cast.
+            items = [exp.null() if item is None else exp.Literal.string(item) for item in parse_array(node.this.this)]
+            node.set("this", exp.Array(expressions=items))
         if isinstance(node, exp.Binary) and not isinstance(node, exp.Connector | exp.DPipe):
             # An untyped string literal beside a number is read as that number, as in PostgreSQL.
             left, right = node.left, node.right
@@ -89,6 +99,8 @@ def output_name(expression: exp.Expression) -> str:
             return name
     if isinstance(inner, exp.Anonymous):
         return str(inner.this).lower()
+    if isinstance(inner, exp.ArraySize):
+        return "array_length"  # sqlglot's name for it is array_size
     if isinstance(inner, exp.Func):
         return inner.sql_name().lower()
     return "?column?"

@@ -4,6 +4,12 @@ Every column in tidegate has a :class:`SqlType`. Chunks and snapshots carry the
 matching Arrow type (``SqlType.arrow``); the pgwire layer sends ``pg_oid`` and
 ``to_text(value)``; DuckDB sees ``duckdb_name``.
 
+An array (``int[]``, ``varchar(10)[]``) is a SqlType of kind ``array`` whose ``element`` is
+the type of its elements: one dimension, 1-based subscripts, NULL elements allowed. It is an
+Arrow ``list<element>`` (a Python list per value), DuckDB's ``ELEMENT[]`` and PostgreSQL's
+``_element`` type (``_int4`` is oid 1007); its text is PostgreSQL's ``{1,2,NULL}``
+(docs/design/20261127_array_types.md).
+
 DECIMAL without precision is PostgreSQL's unconstrained ``numeric``. It is stored
 as ``decimal128(38, 10)`` and printed with trailing zeros dropped, so a sum of
 values with two decimals prints with two decimals (``948.49``). DECIMAL(p, s) is
@@ -22,6 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tidegate.common.array_text import format_array
 from tidegate.errors import FeatureNotSupported, UndefinedType
 
 UNCONSTRAINED_NUMERIC_SCALE = 10
@@ -36,10 +43,13 @@ class SqlType:
     precision: int | None = None  # numeric precision
     scale: int | None = None  # numeric scale
     length: int | None = None  # varchar(n)
+    element: SqlType | None = None  # an array's element type (kind "array"); see ``array_of``
 
     # ---- identity -------------------------------------------------------
     @property
     def pg_oid(self) -> int:
+        if self.element is not None:
+            return _PG_ARRAY_OID[self.element.kind]
         return _PG_OID[self.kind]
 
     @property
@@ -48,6 +58,8 @@ class SqlType:
 
     @property
     def pg_typmod(self) -> int:
+        if self.element is not None:
+            return self.element.pg_typmod  # as PostgreSQL reports numeric(10,2)[]: the element's
         if self.kind == "numeric" and self.precision is not None:
             return ((self.precision << 16) | (self.scale or 0)) + 4
         if self.kind == "character varying" and self.length is not None:
@@ -56,6 +68,8 @@ class SqlType:
 
     def __str__(self) -> str:
         """The type as ``format_type`` prints it (what psql's ``\\d`` shows)."""
+        if self.element is not None:
+            return f"{self.element}[]"
         if self.kind == "numeric" and self.precision is not None:
             return f"numeric({self.precision},{self.scale or 0})"
         if self.kind == "character varying" and self.length is not None:
@@ -66,9 +80,15 @@ class SqlType:
     def is_numeric(self) -> bool:
         return self.kind in _NUMERIC_KINDS
 
+    @property
+    def is_array(self) -> bool:
+        return self.element is not None
+
     # ---- physical layout -----------------------------------------------
     @property
     def arrow(self) -> pa.DataType:
+        if self.element is not None:
+            return pa.list_(self.element.arrow)
         if self.kind == "numeric":
             if self.precision is None:
                 return pa.decimal128(NUMERIC_PRECISION_MAX, UNCONSTRAINED_NUMERIC_SCALE)
@@ -77,6 +97,8 @@ class SqlType:
 
     @property
     def duckdb_name(self) -> str:
+        if self.element is not None:
+            return f"{self.element.duckdb_name}[]"
         if self.kind == "numeric":
             if self.precision is None:
                 return f"DECIMAL({NUMERIC_PRECISION_MAX},{UNCONSTRAINED_NUMERIC_SCALE})"
@@ -92,6 +114,34 @@ class SqlType:
         if formatter is not None:
             return formatter(self, value)
         return str(value)
+
+
+def array_of(element: SqlType) -> SqlType:
+    """The one-dimensional array type of ``element`` (``int[]`` of ``integer``)."""
+    if element.element is not None:
+        raise FeatureNotSupported(
+            f"multidimensional arrays are not supported: {element}[]", hint="tidegate's arrays have one dimension."
+        )
+    if element.kind not in _PG_ARRAY_OID:
+        raise FeatureNotSupported(f"arrays of {element} are not supported")
+    return SqlType("array", element=element)
+
+
+def type_text(sql_type: SqlType) -> str:
+    """The type as the catalog and stream plans store it; ``parse_type_name`` reads it back."""
+    if sql_type.element is not None:
+        return f"{type_text(sql_type.element)}[]"
+    if sql_type.kind == "numeric" and sql_type.precision is not None:
+        return f"numeric({sql_type.precision},{sql_type.scale or 0})"
+    if sql_type.kind == "character varying" and sql_type.length is not None:
+        return f"varchar({sql_type.length})"
+    return sql_type.kind
+
+
+def _fmt_array(t: SqlType, v: Any) -> str:
+    element = t.element
+    assert element is not None
+    return format_array([element.to_text(item) for item in v])
 
 
 def _fmt_bool(_: SqlType, v: Any) -> str:
@@ -208,6 +258,7 @@ _FORMATTERS = {
     "interval": _fmt_interval,
     "bytea": _fmt_bytea,
     "jsonb": _fmt_jsonb,
+    "array": _fmt_array,
 }
 
 _PG_OID = {
@@ -227,6 +278,26 @@ _PG_OID = {
     "interval": 1186,
     "numeric": 1700,
     "jsonb": 3802,
+}
+
+# An array type's oid, by its element's kind (pg_type.typarray).
+_PG_ARRAY_OID = {
+    "boolean": 1000,
+    "bytea": 1001,
+    "smallint": 1005,
+    "integer": 1007,
+    "text": 1009,
+    "bigint": 1016,
+    "real": 1021,
+    "double precision": 1022,
+    "character varying": 1015,
+    "date": 1182,
+    "time without time zone": 1183,
+    "timestamp without time zone": 1115,
+    "timestamp with time zone": 1185,
+    "interval": 1187,
+    "numeric": 1231,
+    "jsonb": 3807,
 }
 
 _PG_TYPLEN = {
@@ -338,12 +409,26 @@ _TYPE_NAMES: dict[str, SqlType] = {
     "json": JSONB,
 }
 
-_PARAMS = re.compile(r"^(?P<name>[a-z ]+?)\s*(\(\s*(?P<a>\d+)\s*(,\s*(?P<b>\d+)\s*)?\))?$")
+_PARAMS = re.compile(r"^(?P<name>[a-z][a-z0-9 ]*?)\s*(\(\s*(?P<a>\d+)\s*(,\s*(?P<b>\d+)\s*)?\))?$")
+# ``int[]``, ``int[3]`` (PostgreSQL ignores the size), ``int ARRAY``, ``int ARRAY[3]``.
+_ARRAY_SUFFIX = re.compile(r"(\s*\[\s*\d*\s*\])+$|\s+array(\s*\[\s*\d*\s*\])?$")
 
 
 def parse_type_name(text: str) -> SqlType:
-    """Parse a type as written in SQL (``DECIMAL(10, 2)``, ``varchar(20)``, ``int8``)."""
+    """Parse a type as written in SQL (``DECIMAL(10, 2)``, ``varchar(20)``, ``int8``, ``int[]``, ``_int4``)."""
     normalized = " ".join(text.strip().lower().split())
+    suffix = _ARRAY_SUFFIX.search(normalized)
+    if suffix is not None and suffix.start() > 0:
+        if suffix.group(0).count("[") > 1:
+            raise FeatureNotSupported(
+                f"multidimensional arrays are not supported: {normalized}", hint="tidegate's arrays have one dimension."
+            )
+        try:
+            return array_of(parse_type_name(normalized[: suffix.start()]))
+        except UndefinedType as e:
+            raise UndefinedType(f'type "{normalized}" does not exist') from e
+    if normalized.startswith("_") and normalized[1:] in _TYPE_NAMES:
+        return array_of(_TYPE_NAMES[normalized[1:]])  # pg_type's name of the array type: _int4
     match = _PARAMS.match(normalized)
     if match is None or match.group("name").strip() not in _TYPE_NAMES:
         raise UndefinedType(f'type "{text.strip().lower()}" does not exist')
@@ -364,6 +449,8 @@ def parse_type_name(text: str) -> SqlType:
 
 def from_arrow(t: pa.DataType) -> SqlType:
     """The SQL type a result column of Arrow type ``t`` is reported as."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return array_of(from_arrow(t.value_type))
     if pa.types.is_boolean(t):
         return BOOLEAN
     if pa.types.is_int8(t) or pa.types.is_int16(t) or pa.types.is_uint8(t):

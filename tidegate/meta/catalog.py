@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from tidegate.common.types import SqlType, parse_type_name
+from tidegate.common.types import SqlType, parse_type_name, type_text
 
 
 class RelationKind(StrEnum):
@@ -124,11 +124,7 @@ class Relation:
 
 
 def _type_to_text(t: SqlType) -> str:
-    if t.kind == "numeric" and t.precision is not None:
-        return f"numeric({t.precision},{t.scale or 0})"
-    if t.kind == "character varying" and t.length is not None:
-        return f"varchar({t.length})"
-    return t.kind
+    return type_text(t)  # what parse_type_name reads back, arrays included (integer[])
 
 
 class Catalog:

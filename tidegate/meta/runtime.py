@@ -405,12 +405,8 @@ class StreamingRuntime:
         offsets; a view appears once the barrier that created it committed (its sources restored
         their offsets on that barrier).
         """
-        if self._recovering is not None:
-            return []
         progress = []
-        for job in list(self._jobs.values()):
-            if not job.created or job.relation.id in self.failed:
-                continue
+        for job in self._reported_jobs():
             for source_id, source in list(job.sources):
                 progress.append(SourceProgress(job.relation.id, source_id, source.offset, source.end_offset))
         return progress
@@ -420,14 +416,16 @@ class StreamingRuntime:
 
         Read from sessions' threads like ``source_progress`` (single attribute reads under the GIL).
         """
-        if self._recovering is not None:
-            return []
         progress = []
-        for job in list(self._jobs.values()):
-            if not job.created or job.relation.id in self.failed:
-                continue
+        for job in self._reported_jobs():
             for relation_id, generator in list(job.watermarks):
                 value = generator.value
                 micros = None if value is None else value_to_micros(value, generator.time_type)
                 progress.append(WatermarkProgress(job.relation.id, relation_id, micros, generator.late_rows))
         return progress
+
+    def _reported_jobs(self) -> list[_Job]:
+        """The created, running jobs the progress views show; none during a recovery."""
+        if self._recovering is not None:
+            return []
+        return [job for job in list(self._jobs.values()) if job.created and job.relation.id not in self.failed]

@@ -9,7 +9,9 @@ columns (tab-separated lines for ``text``, RFC 4180 quoting for ``csv``), and
 each column is cast with ``pyarrow.compute``. Python loops run only on the
 values that need them: text-format fields containing a backslash escape,
 numbers with more decimals than the column keeps, rare types (time, bytea,
-interval) and the single bad value an error message names.
+interval, arrays) and the single bad value an error message names. An array
+field is PostgreSQL's array text (``{1,2,NULL}``); its elements are cast as a
+column of the element type.
 
 Semantics are PostgreSQL's: in ``text`` format ``\\N`` is NULL and backslash
 escapes are decoded; in ``csv`` an unquoted empty field is NULL and a quoted
@@ -30,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from tidegate.common.array_text import parse_array
 from tidegate.common.result import Column
 from tidegate.common.types import SqlType
 from tidegate.errors import (
@@ -182,6 +185,17 @@ class _Context:
     def error(self, cls: type[DataError], message: str, row: int, value: str | None) -> DataError:
         shown = f': "{value}"' if value is not None else ""
         return cls(f"{message} (COPY line {self.first_row_line + row}, column {self.column.name}{shown})")
+
+
+class _ElementContext(_Context):
+    """The elements of an array column, flattened: an error names the row of the element's array."""
+
+    def __init__(self, outer: _Context, rows: np.ndarray) -> None:
+        super().__init__(outer.column, outer.first_row_line)
+        self.rows = rows
+
+    def error(self, cls: type[DataError], message: str, row: int, value: str | None) -> DataError:
+        return super().error(cls, message, int(self.rows[row]), value)
 
 
 def _unescape(text: str) -> str:
@@ -448,6 +462,20 @@ def parse_interval_text(text: str) -> tuple[int, int, int]:
     return months, days, nanos
 
 
+def _cast_array(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+    assert sql_type.element is not None
+    lists: list[list[str | None] | None] = []
+    for row, text in enumerate(values.to_pylist()):
+        try:
+            lists.append(None if text is None else parse_array(text))
+        except InvalidTextRepresentation as e:
+            raise context.error(InvalidTextRepresentation, e.message, row, None) from None
+    parsed = pa.array(lists, pa.list_(pa.string()))
+    rows = pc.list_parent_indices(parsed).to_numpy(zero_copy_only=False)
+    elements = _cast(parsed.flatten(), sql_type.element, _ElementContext(context, rows))
+    return pa.ListArray.from_arrays(parsed.offsets, elements, type=sql_type.arrow, mask=parsed.is_null())
+
+
 def _cast_interval(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
     return _per_value(values, sql_type, context, parse_interval_text)
 
@@ -480,4 +508,5 @@ _CASTERS: dict[str, Callable[[pa.Array, SqlType, _Context], pa.Array]] = {
     "timestamp with time zone": _cast_temporal,
     "interval": _cast_interval,
     "bytea": _cast_bytea,
+    "array": _cast_array,
 }

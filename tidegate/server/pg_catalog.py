@@ -299,45 +299,9 @@ def _engine(facts: tables.CatalogFacts) -> _Engine:
 # ---- result conversion ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PgArrayType(SqlType):
-    """A PostgreSQL array column in a catalog result (``text[]``, ``int2[]``)."""
-
-    element: SqlType | None = None
-    oid: int = 1009
-
-    @property
-    def pg_oid(self) -> int:
-        return self.oid
-
-    @property
-    def pg_typlen(self) -> int:
-        return -1
-
-    @property
-    def pg_typmod(self) -> int:
-        return -1
-
-    def to_text(self, value: Any) -> str | None:
-        if value is None:
-            return None
-        assert self.element is not None
-        return "{" + ",".join(_array_item(self.element.to_text(v)) for v in value) + "}"
-
-
-def _array_item(text: str | None) -> str:
-    if text is None:
-        return "NULL"
-    if text == "" or text.upper() == "NULL" or any(c in text for c in ' ,{}"\\\t\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return text
-
-
 def _sql_type(arrow_type: pa.DataType) -> SqlType:
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
-        element = _sql_type(arrow_type.value_type)
-        array_oid = tables.TYPES[element.pg_oid].array_oid if element.pg_oid in tables.TYPES else 1009
-        return PgArrayType(kind=f"{element}[]", element=element, oid=array_oid)
+    """A catalog result column's type: arrays as PostgreSQL's (``text[]`` is ``_text``), the rest as
+    tidegate reports them; a type tidegate has no name for is sent as text."""
     try:
         return from_arrow(arrow_type)
     except FeatureNotSupported:

@@ -526,7 +526,7 @@ def _relation_rows(relation: Relation, facts: CatalogFacts, add: Any) -> None:
 
 
 def _information_schema_type(sql_type: SqlType, info: _TypeInfo) -> dict[str, Any]:
-    values: dict[str, Any] = {"data_type": info.format_name}
+    values: dict[str, Any] = {"data_type": info.udt_kind or info.format_name}  # an array is "ARRAY"
     if sql_type.kind == "character varying" and sql_type.length is not None:
         values["character_maximum_length"] = sql_type.length
         values["character_octet_length"] = sql_type.length * 4
@@ -604,6 +604,8 @@ def _macros(facts: CatalogFacts) -> list[str]:
         "CASE WHEN a IS NULL THEN NULL "
         "WHEN a = 1700 AND b >= 4 THEN 'numeric(' || ((b - 4) // 65536) || ',' || ((b - 4) % 65536) || ')' "
         "WHEN a = 1043 AND b >= 4 THEN 'character varying(' || (b - 4) || ')' "
+        "WHEN a = 1231 AND b >= 4 THEN 'numeric(' || ((b - 4) // 65536) || ',' || ((b - 4) % 65536) || ')[]' "
+        "WHEN a = 1015 AND b >= 4 THEN 'character varying(' || (b - 4) || ')[]' "
         "WHEN a = 1042 AND b >= 4 THEN 'character(' || (b - 4) || ')' "
         "ELSE coalesce((SELECT f.format_name FROM tg_format_names f WHERE f.oid = a), '???') END"
     )

@@ -3,11 +3,15 @@
 Parameters arrive as text or binary bytes tagged with a type oid (0 when the
 client left the type open); they leave here as the Python values
 ``Session.execute`` takes (None, str, int, float, Decimal, bool, bytes, date,
-datetime, time). A parameter of unknown or textual type stays a ``str`` and the
-engine casts it where it is used, as PostgreSQL resolves an ``unknown`` literal.
+datetime, time, and a list of those for an array). A parameter of unknown or
+textual type stays a ``str`` and the engine casts it where it is used, as
+PostgreSQL resolves an ``unknown`` literal. An array parameter in text
+(``{1,2,NULL}``, what psycopg sends for a Python list) becomes a list whose
+elements are decoded as parameters of the element type.
 
-Result columns are encoded as text (every type, through ``SqlType.to_text``) or
-binary (the common scalar types); a binary request for another type is a
+Result columns are encoded as text (every type, through ``SqlType.to_text``;
+arrays as ``{1,2,NULL}``) or binary (the common scalar types, not arrays: clients
+ask for text unless told otherwise); a binary request for another type is a
 FeatureNotSupported error, reported with SQLSTATE 0A000.
 """
 
@@ -19,6 +23,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from tidegate.common.array_text import parse_array
 from tidegate.common.types import SqlType, format_interval
 from tidegate.errors import (
     FeatureNotSupported,
@@ -27,6 +32,7 @@ from tidegate.errors import (
     NumericValueOutOfRange,
 )
 from tidegate.server.copy_decode import parse_timestamp_text
+from tidegate.server.pg_catalog_tables import ARRAY_ELEMENT
 
 __all__ = ["ValueEncoder", "decode_parameter", "encoder_for"]
 
@@ -93,6 +99,10 @@ def decode_parameter(raw: bytes | None, type_oid: int, format_code: int) -> obje
     if format_code != 0:
         raise FeatureNotSupported(f"parameter format code {format_code} is not supported")
     text = raw.decode("utf-8")
+    element_oid = ARRAY_ELEMENT.get(type_oid)
+    if element_oid is not None:
+        items = parse_array(text)
+        return [decode_parameter(None if item is None else item.encode("utf-8"), element_oid, 0) for item in items]
     decoder = _TEXT_DECODERS.get(type_oid)
     if decoder is None:
         return text

@@ -6,7 +6,7 @@ from sqlglot import exp
 
 from tidegate.common.epoch import Clock, WallClock
 from tidegate.common.sqltext import position_of
-from tidegate.common.types import BIGINT, parse_type_name
+from tidegate.common.types import BIGINT, SqlType, parse_type_name
 from tidegate.connectors.datagen_options import parse_datagen_options, with_base_times
 from tidegate.connectors.nexmark_options import parse_nexmark_options, source_columns
 from tidegate.connectors.source_connectors import source_connector
@@ -27,6 +27,7 @@ from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind, Wa
 from tidegate.sql.dialect import APPEND_ONLY, CreateSource, DropSource, emits_on_window_close
 from tidegate.sql.plan_from import interval_micros
 from tidegate.sql.planner import plan_materialized_view
+from tidegate.sql.scope import ARRAY_KEY_REASON
 
 TIMESTAMP_KINDS = ("timestamp without time zone", "timestamp with time zone")
 
@@ -82,6 +83,8 @@ def bind_create_table(create: exp.Create, catalog: Catalog, relation_id: int, sq
     for key in pk_names:
         if key not in names:
             raise UndefinedColumn(f'column "{key}" named in key does not exist')
+        if columns[names.index(key)].type.is_array:
+            raise FeatureNotSupported(f'primary key column "{key}" is an array: {ARRAY_KEY_REASON}')
     watermark = bind_watermark(watermarks, columns)
     properties = create.args.get("properties")
     declared_append_only = properties is not None and any(
@@ -174,20 +177,7 @@ def bind_create_source(create: CreateSource, relation_id: int, sql: str, clock: 
             )
         for _, type_text in create.columns:
             parse_type_name(type_text)  # an unknown type is still an error
-    columns = [ColumnDef(name, sql_type) for name, sql_type in fixed]
-    watermark = bind_watermark(list(create.watermarks), columns)
-    # The event number: unique and the same on every replay, so it keys the rows of views.
-    columns.append(ColumnDef(ROW_ID_COLUMN, BIGINT, False, hidden=True))
-    return Relation(
-        id=relation_id,
-        name=create.name,
-        kind=RelationKind.SOURCE,
-        columns=columns,
-        pk=[len(columns) - 1],
-        definition=sql,
-        options=options,
-        watermark=watermark,
-    )
+    return _source_relation(create, relation_id, sql, options, fixed)
 
 
 def _bind_datagen_source(
@@ -211,16 +201,24 @@ def _bind_datagen_source(
     # and every view over the source generate the same rows.
     options = with_base_times(options, declared, now_ms)
     parse_datagen_options(options, declared)
-    columns = [ColumnDef(name, sql_type) for name, sql_type in declared]
-    watermark = bind_watermark(list(create.watermarks), columns)
-    # The row number: unique and the same on every replay, so it keys the rows of views.
-    columns.append(ColumnDef(ROW_ID_COLUMN, BIGINT, False, hidden=True))
+    return _source_relation(create, relation_id, sql, options, declared)
+
+
+def _source_relation(
+    create: CreateSource, relation_id: int, sql: str, options: dict[str, str], columns: list[tuple[str, SqlType]]
+) -> Relation:
+    """A generator source's relation: ``columns``, its bound watermark, and the hidden row number (a
+    nexmark source's event number) as its key: unique and the same on every replay, so it keys the
+    rows of views."""
+    column_defs = [ColumnDef(name, sql_type) for name, sql_type in columns]
+    watermark = bind_watermark(list(create.watermarks), column_defs)
+    column_defs.append(ColumnDef(ROW_ID_COLUMN, BIGINT, False, hidden=True))
     return Relation(
         id=relation_id,
         name=create.name,
         kind=RelationKind.SOURCE,
-        columns=columns,
-        pk=[len(columns) - 1],
+        columns=column_defs,
+        pk=[len(column_defs) - 1],
         definition=sql,
         options=options,
         watermark=watermark,

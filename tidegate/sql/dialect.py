@@ -25,7 +25,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.parsers.postgres import PostgresParser
-from sqlglot.tokens import TokenType
+from sqlglot.tokens import Token, TokenType
 
 from tidegate.common.functions import CALLS_KEPT_BY_THE_PARSER
 from tidegate.errors import SqlError, SqlSyntaxError
@@ -57,6 +57,9 @@ class Tidegate(Postgres):
             ),
         }
 
+        def parse(self, raw_tokens: list[Token], sql: str) -> list[exp.Expr | None]:
+            return super().parse(_array_suffixes(raw_tokens), sql)
+
         def _parse_interval_span(self, this: exp.Expr, parse_function_unit: bool = True) -> exp.Interval:
             interval = super()._parse_interval_span(this, parse_function_unit=parse_function_unit)
             # sqlglot reads '1 day 02:00:00' as '1' DAY and drops the rest: keep such text whole.
@@ -65,6 +68,21 @@ class Tidegate(Postgres):
                 interval.set("this", exp.Literal.string(text))
                 interval.set("unit", None)
             return interval
+
+
+def _array_suffixes(tokens: list[Token]) -> list[Token]:
+    """``INT ARRAY`` as ``INT[]``: sqlglot reads ``ARRAY[3]`` after a type, but a bare ARRAY followed
+    by more columns makes it parse the rest of the list as array bounds. Everywhere else ARRAY is
+    followed by ``[`` or ``(`` (the ARRAY[…] and ARRAY(subquery) constructors)."""
+    out: list[Token] = []
+    for i, token in enumerate(tokens):
+        following = tokens[i + 1].token_type if i + 1 < len(tokens) else None
+        if token.token_type == TokenType.ARRAY and following not in (TokenType.L_BRACKET, TokenType.L_PAREN):
+            where = (token.line, token.col, token.start, token.end)
+            out += [Token(TokenType.L_BRACKET, "[", *where), Token(TokenType.R_BRACKET, "]", *where)]
+        else:
+            out.append(token)
+    return out
 
 
 APPEND_ONLY = "APPEND_ONLY"  # the property CREATE TABLE … APPEND ONLY carries

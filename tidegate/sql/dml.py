@@ -4,6 +4,8 @@ The rows a statement produces are computed by DuckDB (VALUES, INSERT … SELECT,
 SET expressions, WHERE conditions over the table's latest rows), cast to the
 columns' types, checked against the table's constraints, and handed to the
 table's writer as one change set: the statement is applied whole or not at all.
+An array column takes a list (``ARRAY[1,2]``) or PostgreSQL's array text
+(``'{1,2,NULL}'``), whose elements are cast as the element type's texts are.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sqlglot
 from sqlglot import exp
 
 from tidegate.batch.query import bind_parameters, select_arrow
+from tidegate.common.array_text import parse_array
 from tidegate.common.chunk import Chunk
 from tidegate.common.duck import connect, translate_error
 from tidegate.common.result import Column, QueryResult
@@ -59,6 +62,8 @@ def _refuse_if_append_only(relation: Relation, verb: str) -> None:
 
 
 def _cast_type(sql_type: SqlType) -> str:
+    if sql_type.element is not None:
+        return sql_type.duckdb_name
     if sql_type.kind == "numeric":
         return "DECIMAL" if sql_type.precision is None else f"DECIMAL({sql_type.precision},{sql_type.scale})"
     if sql_type.kind == "character varying":
@@ -76,20 +81,23 @@ def cast_to_columns(raw: pa.Table, columns: list[tuple[str, SqlType]], sql: str)
     items = []
     for i, (name, sql_type) in enumerate(columns):
         values = raw.column(i)
-        textual = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
-        if textual and sql_type.kind in ("smallint", "integer", "bigint"):
-            matches = pc.match_substring_regex(values, _INTEGER_TEXT)
-            bad = pc.and_(pc.is_valid(values), pc.invert(matches))
-            if pc.any(bad).as_py():
-                first = pc.filter(values, bad)[0].as_py()
-                raise InvalidTextRepresentation(f'invalid input syntax for type {sql_type}: "{first}"')
+        element = sql_type.element
+        if element is not None and _is_text(values.type):
+            values = _parsed_arrays(values)
+            raw = raw.set_column(i, raw.schema.field(i).name, values)
+        # Cast from text: the value, or each element of an array that arrives as texts.
+        if element is None:
+            from_text = _is_text(values.type)
+        else:
+            from_text = pa.types.is_list(values.type) and _is_text(values.type.value_type)
+        target = element or sql_type
+        if from_text:
+            _check_integer_text(values if element is None else pc.list_flatten(values), target)
         column = f'__raw."_{i}"'
-        if textual and sql_type.kind == "bytea":
-            # PostgreSQL's hex format: '\\x' followed by two hex digits per byte.
-            expression = (
-                f"CASE WHEN starts_with({column}, '\\x') THEN unhex(substr({column}, 3)) "
-                f"ELSE CAST({column} AS BLOB) END"
-            )
+        if from_text and target.kind == "bytea":
+            expression = _bytea_from_text(column if element is None else "x")
+            if element is not None:
+                expression = f"list_transform({column}, lambda x: {expression})"
         else:
             expression = f"CAST({column} AS {_cast_type(sql_type)})"
         items.append(f'{expression} AS "{name}"')
@@ -106,6 +114,31 @@ def cast_to_columns(raw: pa.Table, columns: list[tuple[str, SqlType]], sql: str)
         con.close()
 
 
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def _parsed_arrays(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Array literals (``'{1,2,NULL}'``) as lists of their element texts."""
+    return pa.array([None if t is None else parse_array(t) for t in texts.to_pylist()], pa.list_(pa.string()))
+
+
+def _check_integer_text(values: pa.Array | pa.ChunkedArray, sql_type: SqlType) -> None:
+    """Text cast to an integer must spell one (DuckDB would round '1.5')."""
+    if sql_type.kind not in ("smallint", "integer", "bigint"):
+        return
+    matches = pc.match_substring_regex(values, _INTEGER_TEXT)
+    bad = pc.and_(pc.is_valid(values), pc.invert(matches))
+    if pc.any(bad).as_py():
+        first = pc.filter(values, bad)[0].as_py()
+        raise InvalidTextRepresentation(f'invalid input syntax for type {sql_type}: "{first}"')
+
+
+def _bytea_from_text(column: str) -> str:
+    """PostgreSQL's hex format: '\\x' followed by two hex digits per byte."""
+    return f"CASE WHEN starts_with({column}, '\\x') THEN unhex(substr({column}, 3)) ELSE CAST({column} AS BLOB) END"
+
+
 def _check_constraints(relation: Relation, rows: pa.Table, names: list[str]) -> None:
     for name in names:
         column = relation.columns[relation.column_index(name)]  # type: ignore[index]
@@ -114,10 +147,13 @@ def _check_constraints(relation: Relation, rows: pa.Table, names: list[str]) -> 
             raise NotNullViolation(
                 f'null value in column "{name}" of relation "{relation.name}" violates not-null constraint'
             )
-        if column.type.kind == "character varying" and column.type.length is not None and len(values):
+        value_type = column.type.element or column.type  # varchar(n)[] limits each element
+        if value_type is not column.type and len(values):
+            values = pc.list_flatten(values)
+        if value_type.kind == "character varying" and value_type.length is not None and len(values):
             longest = pc.max(pc.utf8_length(values)).as_py()
-            if longest is not None and longest > column.type.length:
-                raise StringDataRightTruncation(f"value too long for type {column.type}")
+            if longest is not None and longest > value_type.length:
+                raise StringDataRightTruncation(f"value too long for type {value_type}")
 
 
 def insert(database: Database, statement: exp.Insert, sql: str, params: Sequence[Any] | None) -> QueryResult:
@@ -144,6 +180,8 @@ def insert(database: Database, statement: exp.Insert, sql: str, params: Sequence
         raise SqlError("INSERT has more target columns than expressions", position=position_of(source))
     query = source.this if isinstance(source, exp.Subquery) else source
     if isinstance(query, exp.Values):
+        columns = [relation.columns[relation.column_index(n)] for n in names]  # type: ignore[index]
+        query = _typed_array_texts(query, [c.type for c in columns])
         query = exp.select("*").from_(exp.Subquery(this=query.copy(), alias=exp.TableAlias(this="__values")))
     raw = select_arrow(database, query, sql, latest_tables=True)
     if raw.num_columns > len(names):
@@ -161,6 +199,20 @@ def insert(database: Database, statement: exp.Insert, sql: str, params: Sequence
         count = sum(1 for c in chunks for op in c.ops.to_pylist() if op in (0, 3))
         writer.apply(chunks)
     return QueryResult(f"INSERT 0 {count}")
+
+
+def _typed_array_texts(values: exp.Values, types: list[SqlType]) -> exp.Values:
+    """An array literal (``'{1,2}'``) in a VALUES row, cast to its column's type where it stands: DuckDB
+    would not unify a string with the ARRAY[…] of another row, as PostgreSQL types an unknown literal."""
+    values = values.copy()
+    for row in values.expressions:
+        items = row.expressions if isinstance(row, exp.Tuple) else [row]
+        for item, sql_type in zip(items, types):
+            if sql_type.element is None or not (isinstance(item, exp.Literal) and item.is_string):
+                continue
+            _check_integer_text(pa.array(parse_array(item.this), pa.string()), sql_type.element)
+            item.replace(exp.cast(item.copy(), exp.DataType.build(sql_type.duckdb_name, dialect="duckdb")))
+    return values
 
 
 def _source_width(source: exp.Expression) -> int | None:

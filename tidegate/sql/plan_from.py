@@ -40,7 +40,7 @@ from tidegate.errors import (
 )
 from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind
 from tidegate.sql.plan_top_n import ranking_item, take_rank_bound
-from tidegate.sql.scope import ExpressionCompiler, ScopeColumn, type_text
+from tidegate.sql.scope import ExpressionCompiler, ScopeColumn, refuse_array_keys, type_text
 
 WINDOW_FUNCTIONS = ("tumble", "hop")
 
@@ -272,6 +272,7 @@ class FromPlanner:
         right_exprs, right_types = compiler.compile(right_keys_sql)
         right_exprs = [_shift(e, -nl) for e in right_exprs]
         key_types = [_common_type(a, b, node) for a, b in zip(left_types, right_types)]
+        refuse_array_keys(key_types, left_keys_sql, "a join on")
         left, left_keys = _with_keys(left, left_exprs, left_types, key_types, "_lk")
         right, right_keys = _with_keys(right, right_exprs, right_types, key_types, "_rk")
         nl = len(left.scope)

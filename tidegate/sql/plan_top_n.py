@@ -23,7 +23,7 @@ from tidegate.common.sqltext import position_of
 from tidegate.common.types import BIGINT
 from tidegate.errors import FeatureNotSupported, InvalidColumnReference
 from tidegate.meta.catalog import ColumnDef
-from tidegate.sql.scope import ExpressionCompiler, ScopeColumn, type_text
+from tidegate.sql.scope import ExpressionCompiler, ScopeColumn, refuse_array_keys, type_text
 
 RANKING = {exp.RowNumber: "row_number", exp.Rank: "rank", exp.DenseRank: "dense_rank"}
 RANK_COLUMN = "__rank"
@@ -109,6 +109,7 @@ def plan_ranking(
     ordered = list(order.expressions) if order is not None else []
     exprs = partition + [o.this for o in ordered]
     compiled, types = compiler.compile(exprs) if exprs else ([], [])
+    refuse_array_keys(types, exprs, "PARTITION BY or ORDER BY")
     scope = list(source_scope)
     extra: list[str] = []
     positions: list[int] = []
@@ -178,6 +179,7 @@ def plan_order_limit(
                 "ORDER BY in a materialized view must name an output column (by name or position)",
                 position=position_of(key),
             )
+        refuse_array_keys([columns[position].type], [key], "ORDER BY")
         order_by.append([position, bool(ordered.args.get("desc")), bool(ordered.args.get("nulls_first"))])
     shown = ", ".join(o.sql("postgres") for o in order.expressions) if order is not None else ""
     return {

@@ -32,7 +32,7 @@ from sqlglot import exp
 
 from tidegate.common.duck import connect, translate_error
 from tidegate.common.sqltext import AGGREGATES, output_name, position_of
-from tidegate.common.types import BIGINT, DOUBLE, NUMERIC, SqlType, from_arrow
+from tidegate.common.types import BIGINT, DOUBLE, NUMERIC, SqlType, array_of, from_arrow
 from tidegate.errors import (
     DatatypeMismatch,
     DuplicateColumn,
@@ -47,7 +47,7 @@ from tidegate.meta.catalog import Catalog, ColumnDef
 from tidegate.sql.plan_from import FromPlanner, PlannedInput, conjoin
 from tidegate.sql.plan_temporal import plan_temporal_filters, split_temporal_conjuncts
 from tidegate.sql.plan_top_n import RANK_COLUMN, plan_order_limit, plan_ranking, ranking_item
-from tidegate.sql.scope import ExpressionCompiler, ScopeColumn
+from tidegate.sql.scope import ARRAY_KEY_REASON, ExpressionCompiler, ScopeColumn, refuse_array_keys
 from tidegate.sql.scope import type_text as _type_text
 
 
@@ -378,6 +378,8 @@ def _plan_aggregation(
     for spec, call in zip(call_specs, calls):
         if spec.get("filter") is not None:
             _require_boolean(pre_types[spec["filter"]], "FILTER", call.expression.this)
+        _refuse_array_multiset(spec, pre_types, call)
+    refuse_array_keys(pre_types[: len(key_exprs)], key_exprs, "SELECT DISTINCT of" if distinct_items else "GROUP BY")
     if not pre_compiled:
         pre_compiled, pre_types = ["NULL::BOOLEAN"], [SqlType("boolean")]
     pre_schema = [[f"p{i}", _type_text(t)] for i, t in enumerate(pre_types)]
@@ -519,11 +521,6 @@ def _plan_call(call: exp.Expression, pre_exprs: list[exp.Expression]) -> dict[st
             )
         else:
             distinct, arg = True, arg.expressions[0]
-    if kind == "array_agg":
-        raise FeatureNotSupported(
-            "array_agg in a materialized view is not supported yet: a view cannot hold arrays",
-            position=position_of(agg),
-        )
     spec: dict[str, Any] = {"kind": kind, "arg": None}
     if kind == "count" and (arg is None or isinstance(arg, exp.Star)):
         if distinct:
@@ -539,9 +536,9 @@ def _plan_call(call: exp.Expression, pre_exprs: list[exp.Expression]) -> dict[st
         spec["distinct"] = True
     if kind == "string_agg":
         spec["delimiter"] = _string_agg_delimiter(agg)
-        if order is not None:
-            # Only here does the order matter; min(x ORDER BY y) and the like ignore it, as in PostgreSQL.
-            spec["order_by"] = [_plan_sort_key(o, arg if distinct else None, pre_exprs) for o in order.expressions]
+    if kind in ("string_agg", "array_agg") and order is not None:
+        # Only here does the order matter; min(x ORDER BY y) and the like ignore it, as in PostgreSQL.
+        spec["order_by"] = [_plan_sort_key(o, arg if distinct else None, pre_exprs) for o in order.expressions]
     return spec
 
 
@@ -589,10 +586,40 @@ def _string_agg_delimiter(agg: exp.Expression) -> str:
     )
 
 
+def _refuse_array_multiset(spec: dict[str, Any], pre_types: list[SqlType], call: exp.Expression) -> None:
+    """min/max, DISTINCT, string_agg and array_agg keep their argument's values (with their ORDER BY values)
+    in a multiset, whose keys cannot hold arrays."""
+    for sort_key in spec.get("order_by", []):
+        if pre_types[sort_key["column"]].is_array:
+            raise FeatureNotSupported(
+                f"ORDER BY an array ({pre_types[sort_key['column']]}) inside {spec['kind']} is not supported",
+                position=position_of(call),
+            )
+    arg = spec.get("arg")
+    if arg is None or not pre_types[arg].is_array:
+        return
+    if spec["kind"] == "array_agg":
+        raise FeatureNotSupported(
+            f"array_agg of an array ({pre_types[arg]}) is not supported: it would be a two-dimensional array, "
+            "and tidegate's arrays have one dimension",
+            position=position_of(call),
+        )
+    if spec["kind"] in ("min", "max") or spec.get("distinct"):
+        shown = f"{spec['kind']}(DISTINCT …)" if spec.get("distinct") else spec["kind"]
+        raise FeatureNotSupported(
+            f"{shown} of an array ({pre_types[arg]}) in a materialized view is not supported",
+            position=position_of(call),
+        )
+
+
 def _distinct_rows(view: PlannedView) -> PlannedView:
     """SELECT DISTINCT over an aggregation: a hash_agg with no calls, grouped by every visible column
     (they come first; hidden group keys follow)."""
     visible = [c for c in view.columns if not c.hidden]
+    if any(c.type.is_array for c in visible):
+        raise FeatureNotSupported(
+            f"SELECT DISTINCT of an array in a materialized view is not supported: {ARRAY_KEY_REASON}"
+        )
     keys = list(range(len(visible)))
     plan = {
         "op": "hash_agg",
@@ -655,6 +682,8 @@ def _aggregate_type(kind: str, arg_type: SqlType | None, call: exp.Expression) -
     assert arg_type is not None
     if kind in ("min", "max"):
         return arg_type
+    if kind == "array_agg":
+        return array_of(arg_type)
     if kind == "string_agg":
         if arg_type.kind in ("text", "character varying"):
             return SqlType("text")

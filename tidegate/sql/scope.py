@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
+from tidegate.common import types
 from tidegate.common.duck import connect, translate_error
 from tidegate.common.sqltext import position_of, to_duckdb
 from tidegate.common.types import SqlType, from_arrow
@@ -77,6 +78,12 @@ class ExpressionCompiler:
                     "or minus a constant interval (ts > now() - INTERVAL '1 hour')",
                     position=position_of(node),
                 )
+            if isinstance(node, exp.Explode | exp.Unnest | exp.ExplodingGenerateSeries):
+                # One input row would become several: a projection keeps rows one for one.
+                raise FeatureNotSupported(
+                    "set-returning functions (unnest, generate_series) in a materialized view are not supported",
+                    position=position_of(node),
+                )
             if isinstance(node, exp.Subquery | exp.Exists) or (
                 isinstance(node, exp.In) and node.args.get("query") is not None
             ):
@@ -117,9 +124,20 @@ class ExpressionCompiler:
         return [from_arrow(f.type) for f in result.schema]
 
 
+# The memcomparable key encoding (``common.keys``) has no encoding for lists.
+ARRAY_KEY_REASON = "an array cannot be part of the key of a view or of an operator's state"
+
+
+def refuse_array_keys(types: list[SqlType], nodes: list[exp.Expression], what: str) -> None:
+    """0A000 for an array among the expressions an operator keys its state by (``what``: "GROUP BY")."""
+    for sql_type, node in zip(types, nodes):
+        if sql_type.is_array:
+            raise FeatureNotSupported(
+                f"{what} an array ({sql_type}) in a materialized view is not supported: {ARRAY_KEY_REASON}",
+                position=position_of(node),
+            )
+
+
 def type_text(sql_type: SqlType) -> str:
-    if sql_type.kind == "numeric" and sql_type.precision is not None:
-        return f"numeric({sql_type.precision},{sql_type.scale or 0})"
-    if sql_type.kind == "character varying" and sql_type.length is not None:
-        return f"varchar({sql_type.length})"
-    return sql_type.kind
+    """A plan schema's type text (``integer[]``, ``numeric(10,2)``), read back by ``parse_type_name``."""
+    return types.type_text(sql_type)

@@ -52,7 +52,7 @@ from tidegate.stream.operator import CheckedOperator, Operator
 from tidegate.stream.operators.backfill import Backfill
 from tidegate.stream.operators.datagen_source import DatagenSource
 from tidegate.stream.operators.filter import Filter
-from tidegate.stream.operators.generator_source import GeneratingSource
+from tidegate.stream.operators.generator_source import GeneratingSource, GeneratorSource
 from tidegate.stream.operators.hash_agg import AggCall, HashAgg, SortKey, agg_state_schema
 from tidegate.stream.operators.hash_join import HashJoin, join_state_schema
 from tidegate.stream.operators.hop_window import HopWindow
@@ -223,7 +223,7 @@ def _build_temporal_filter(plan: dict[str, Any], child: Operator, ctx: BuildCont
     return TemporalFilter(child, plan["time_column"], bounds, plan["input_pk"], state)
 
 
-def _build_source(plan: dict[str, Any], ctx: BuildContext) -> NexmarkSource | DatagenSource:
+def _build_source(plan: dict[str, Any], ctx: BuildContext) -> GeneratorSource:
     assert plan["connector"] in ("nexmark", "datagen"), plan["connector"]
     offsets = StateTable(ctx.store, ctx.next_state_table_id(), OFFSET_SCHEMA, [0])
     schema = schema_from_plan(plan["schema"])
@@ -232,7 +232,7 @@ def _build_source(plan: dict[str, Any], ctx: BuildContext) -> NexmarkSource | Da
         spec = WatermarkSpec(plan["watermark"]["column"], plan["watermark"]["delay_us"])
         state = StateTable(ctx.store, ctx.next_state_table_id(), WATERMARK_STATE_SCHEMA, [0])
         watermark = WatermarkGenerator(spec, schema.field(spec.column).type, state)
-    source: NexmarkSource | DatagenSource
+    source: GeneratorSource
     if plan["connector"] == "datagen":
         # The declared columns: the plan's schema without the hidden row number at its end.
         declared = [(name, parse_type_name(type_text)) for name, type_text in plan["schema"] if name != ROW_ID_COLUMN]

@@ -1,10 +1,18 @@
-"""Waiting for generator sources in tests: every view's generators at their end, then FLUSH."""
+"""Generator sources through SQL in tests: waiting for every view's generators to reach their end,
+reading a view, checking it against DuckDB, and failing operators on purpose."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
 from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from tidegate.meta import runtime as runtime_module
+from tidegate.stream.evaluator import Evaluator
 
 
 def flush_until_generated(db: Any, views: Iterable[str], timeout_s: float = 60) -> None:
@@ -24,3 +32,33 @@ def flush_until_generated(db: Any, views: Iterable[str], timeout_s: float = 60) 
         assert time.monotonic() < deadline, f"sources still generating after {timeout_s} s: {progress}"
         time.sleep(0.05)
     db.execute("FLUSH")
+
+
+def view_rows(db: Any, name: str) -> list[tuple[Any, ...]]:
+    return sorted(db.execute(f"SELECT * FROM {name}"))
+
+
+def oracle(query: str, **tables: pa.Table) -> list[tuple[Any, ...]]:
+    """``query`` computed in batch by DuckDB over ``tables`` (each registered under its keyword)."""
+    con = duckdb.connect()
+    for name, table in tables.items():
+        con.register(name, table)
+    return sorted(con.sql(query).fetchall())
+
+
+class OperatorFailures:
+    """Makes the next ``pending`` expression evaluations of any operator raise, and recovery retry at
+    once: ``failures.pending = 1`` injects one failure mid-stream."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.pending = 0
+        monkeypatch.setattr(runtime_module, "RECOVERY_BACKOFF_S", 0.01)
+        original = Evaluator.query
+
+        def flaky_query(evaluator: Evaluator, batch: Any, sql: str) -> Any:
+            if self.pending:
+                self.pending -= 1
+                raise RuntimeError("injected operator failure")
+            return original(evaluator, batch, sql)
+
+        monkeypatch.setattr(Evaluator, "query", flaky_query)

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pytest
-from generated import flush_until_generated
+from generated import OperatorFailures, flush_until_generated, oracle, view_rows
 
 import tidegate
 from tidegate.connectors.datagen import generate_rows
@@ -20,8 +19,6 @@ from tidegate.errors import (
     InvalidParameterValue,
     InvalidTableDefinition,
 )
-from tidegate.meta import runtime as runtime_module
-from tidegate.stream.evaluator import Evaluator
 
 ROWS = 20_000
 COLUMNS = "id BIGINT, v INT, name VARCHAR, price NUMERIC(10,2), t TIMESTAMP"
@@ -48,16 +45,6 @@ def generated(db: Any) -> pa.Table:
     return pa.Table.from_arrays(generate_rows(options, 0, ROWS), names=[name for name, _ in declared])
 
 
-def oracle(query: str, table: pa.Table) -> list[tuple[Any, ...]]:
-    con = duckdb.connect()
-    con.register("s", table)
-    return sorted(con.sql(query).fetchall())
-
-
-def view_rows(db: Any, name: str) -> list[tuple[Any, ...]]:
-    return sorted(db.execute(f"SELECT * FROM {name}"))
-
-
 def create(db: Any) -> None:
     db.execute(f"CREATE SOURCE s ({COLUMNS}) WITH ({WITH})")
     for name, query in VIEWS.items():
@@ -77,7 +64,7 @@ def test_views_over_a_source_equal_the_query_over_the_generated_rows_across_a_re
         assert db.execute("SELECT count(*) FROM everything")[0][0] >= partial
         flush_until_generated(db, VIEWS)
         for name, query in VIEWS.items():
-            assert view_rows(db, name) == oracle(query, reference), name
+            assert view_rows(db, name) == oracle(query, s=reference), name
         assert db.execute("SELECT DISTINCT next_offset FROM tidegate_source_progress") == [(ROWS,)]
         # The times were fixed when the source was created: the restart generated the same ones.
         assert generated(db).equals(reference)
@@ -87,26 +74,16 @@ def test_views_over_a_source_equal_the_query_over_the_generated_rows_across_a_re
 def test_a_failure_mid_stream_recovers_without_losing_or_doubling_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_store: str
 ) -> None:
-    monkeypatch.setattr(runtime_module, "RECOVERY_BACKOFF_S", 0.01)
-    armed = {"fail": 0}
-    original = Evaluator.query
-
-    def flaky_query(self: Evaluator, batch: Any, sql: str) -> Any:
-        if armed["fail"]:
-            armed["fail"] -= 1
-            raise RuntimeError("injected operator failure")
-        return original(self, batch, sql)
-
-    monkeypatch.setattr(Evaluator, "query", flaky_query)
+    failures = OperatorFailures(monkeypatch)
     with tidegate.connect(tmp_path, state_store_url=state_store) as db:
         create(db)
         reference = generated(db)
         assert db.execute("SELECT count(*) FROM everything")[0][0] < ROWS
-        armed["fail"] = 1
+        failures.pending = 1
         flush_until_generated(db, VIEWS)
-        assert armed["fail"] == 0 and db.database.streaming.runtime.recoveries == 1
+        assert failures.pending == 0 and db.database.streaming.runtime.recoveries == 1
         for name, query in VIEWS.items():
-            assert view_rows(db, name) == oracle(query, reference), name
+            assert view_rows(db, name) == oracle(query, s=reference), name
 
 
 def test_source_errors_name_the_problem(tmp_path: Path) -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-from generated import flush_until_generated
+from generated import OperatorFailures, flush_until_generated, oracle, view_rows
 
 import tidegate
 from tidegate.connectors.nexmark import NexmarkConfig, event_kinds, generate_events
@@ -22,8 +21,6 @@ from tidegate.errors import (
     InvalidTableDefinition,
     WrongObjectType,
 )
-from tidegate.meta import runtime as runtime_module
-from tidegate.stream.evaluator import Evaluator
 
 EVENTS = 20_000
 VIEWS = {
@@ -35,35 +32,31 @@ VIEWS = {
 
 
 def bids(count: int) -> pa.Table:
-    """The bids of the first ``count`` events of the default stream, with their event numbers."""
+    """The bids of the first ``count`` events of the default stream, with their event numbers
+    (date_time in microseconds, as the source's TIMESTAMP column holds it)."""
     config = NexmarkConfig()
     batch = generate_events(config, config.first_event_number, count)["bid"]
     numbers = np.arange(config.first_event_number, config.first_event_number + count)
+    batch = batch.set_column(5, "date_time", batch.column("date_time").cast(pa.timestamp("us")))
     return pa.Table.from_batches([batch]).append_column("_row_id", pa.array(numbers[event_kinds(config, numbers) == 2]))
 
 
-def oracle(query: str, table: pa.Table) -> list[tuple[Any, ...]]:
-    con = duckdb.connect()
-    con.register("bid", table.set_column(5, "date_time", table.column("date_time").cast(pa.timestamp("us"))))
-    return sorted(con.sql(query).fetchall())
-
-
-def view_rows(db: Any, name: str) -> list[tuple[Any, ...]]:
-    return sorted(db.execute(f"SELECT * FROM {name}"))
+def create(db: Any, table_type: str = "bid") -> None:
+    # Rate limited (8 s of events), so a restart or a failure cuts the stream in the middle even on a
+    # loaded machine.
+    db.execute(
+        f"CREATE SOURCE bid WITH (connector = 'nexmark', nexmark.table.type = '{table_type}', "
+        f"nexmark.event.num = '{EVENTS}', nexmark.max.chunk.size = '500', nexmark.events.per.second = '2500')"
+    )
+    for name, query in VIEWS.items():
+        db.execute(f"CREATE MATERIALIZED VIEW {name} AS {query}")
+    db.execute("FLUSH")
 
 
 def test_views_over_a_source_equal_the_query_over_the_generated_events_across_a_restart(tmp_path: Path) -> None:
     reference = bids(EVENTS)
     with tidegate.connect(tmp_path) as db:
-        # Rate limited (8 s of events), so the restart below cuts the stream in the middle even on a
-        # loaded machine.
-        db.execute(
-            "CREATE SOURCE bid WITH (connector = 'nexmark', nexmark.table.type = 'Bid', "
-            f"nexmark.event.num = '{EVENTS}', nexmark.max.chunk.size = '500', nexmark.events.per.second = '2500')"
-        )
-        for name, query in VIEWS.items():
-            db.execute(f"CREATE MATERIALIZED VIEW {name} AS {query}")
-        db.execute("FLUSH")
+        create(db, table_type="Bid")  # the table type is case-insensitive
         assert db.execute("SHOW SOURCES") == [("bid",)]
         partial = db.execute("SELECT count(*) FROM q0")[0][0]
     assert partial < reference.num_rows  # the restart happens mid-stream
@@ -71,45 +64,29 @@ def test_views_over_a_source_equal_the_query_over_the_generated_events_across_a_
         assert db.execute("SELECT count(*) FROM q0")[0][0] >= partial
         flush_until_generated(db, VIEWS)
         for name, query in VIEWS.items():
-            assert view_rows(db, name) == oracle(query, reference), name
+            assert view_rows(db, name) == oracle(query, bid=reference), name
         # nexmark.event.num is the end: more barriers bring nothing more.
         db.execute("FLUSH")
         assert db.execute("SELECT count(*) FROM q0") == [(reference.num_rows,)]
     with tidegate.connect(tmp_path) as db:  # a restart after the end changes nothing
         db.execute("FLUSH")
-        assert view_rows(db, "per_auction") == oracle(VIEWS["per_auction"], reference)
+        assert view_rows(db, "per_auction") == oracle(VIEWS["per_auction"], bid=reference)
 
 
 @pytest.mark.parametrize("state_store", ["none", "fs"], ids=["no-checkpoints", "checkpoints"])
 def test_a_failure_mid_stream_recovers_without_losing_or_doubling_events(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_store: str
 ) -> None:
-    monkeypatch.setattr(runtime_module, "RECOVERY_BACKOFF_S", 0.01)
-    armed = {"fail": 0}
-    original = Evaluator.query
-
-    def flaky_query(self: Evaluator, batch: Any, sql: str) -> Any:
-        if armed["fail"]:
-            armed["fail"] -= 1
-            raise RuntimeError("injected operator failure")
-        return original(self, batch, sql)
-
-    monkeypatch.setattr(Evaluator, "query", flaky_query)
+    failures = OperatorFailures(monkeypatch)
     reference = bids(EVENTS)
     with tidegate.connect(tmp_path, state_store_url=state_store) as db:
-        db.execute(
-            "CREATE SOURCE bid WITH (connector = 'nexmark', nexmark.table.type = 'bid', "
-            f"nexmark.event.num = '{EVENTS}', nexmark.max.chunk.size = '500', nexmark.events.per.second = '2500')"
-        )
-        for name, query in VIEWS.items():
-            db.execute(f"CREATE MATERIALIZED VIEW {name} AS {query}")
-        db.execute("FLUSH")
+        create(db)
         assert db.execute("SELECT count(*) FROM q0")[0][0] < reference.num_rows
-        armed["fail"] = 1
+        failures.pending = 1
         flush_until_generated(db, VIEWS)
-        assert armed["fail"] == 0 and db.database.streaming.runtime.recoveries == 1
+        assert failures.pending == 0 and db.database.streaming.runtime.recoveries == 1
         for name, query in VIEWS.items():
-            assert view_rows(db, name) == oracle(query, reference), name
+            assert view_rows(db, name) == oracle(query, bid=reference), name
 
 
 def test_each_view_runs_its_own_generator_from_the_first_event(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """Scripted inputs for operator tests: a source that plays a fixed list of messages,
-a runner that collects an operator's output, and small builders of chunks and barriers.
+a runner that collects an operator's output, small builders of chunks and barriers,
+and a state table that records its commits; for source operators, an in-memory log
+and a driver that injects barriers into a generator source.
 
 An operator test reads like the stream it drives::
 
@@ -21,8 +23,10 @@ import pyarrow as pa
 
 from tidegate.common.chunk import Chunk, Op
 from tidegate.common.epoch import EpochPair
-from tidegate.stream.messages import Barrier, BarrierKind, Message, Mutation
-from tidegate.stream.operator import Operator
+from tidegate.state.state_table import StateTable
+from tidegate.stream.messages import Barrier, BarrierKind, Message, Mutation, StopMutation
+from tidegate.stream.operator import CheckedOperator, Operator
+from tidegate.stream.operators.generator_source import GeneratorSource
 
 INS, DEL, UD, UI = Op.INSERT, Op.DELETE, Op.UPDATE_DELETE, Op.UPDATE_INSERT
 _OP_SYMBOLS = {"+": INS, "-": DEL, "U-": UD, "U+": UI}
@@ -69,6 +73,15 @@ def barrier(
 ) -> Barrier:
     """Barrier ``(prev → curr)``; ``prev`` defaults to ``curr - 1``."""
     return Barrier(EpochPair(curr, curr - 1 if prev is None else prev), kind, mutation)
+
+
+def stream(epochs: list[list[Chunk]], first_epoch: int = 1, prev: int | None = None) -> list[Message]:
+    """Barrier ``first_epoch`` (after ``prev``), then each epoch's chunks followed by the next barrier."""
+    messages: list[Message] = [barrier(first_epoch, prev)]
+    for offset, chunks in enumerate(epochs, start=1):
+        messages += chunks
+        messages.append(barrier(first_epoch + offset))
+    return messages
 
 
 def chunk(schema: pa.Schema, ops: str | Sequence[Op], rows: Sequence[Row]) -> Chunk:
@@ -158,3 +171,71 @@ def assert_alternating(rows: Iterable[Change], key: Callable[[Row], Any]) -> Non
         else:
             assert live.get(k) == row, f"delete at {index} carries {row}, live row is {live.get(k)}"
             del live[k]
+
+
+class SpyStateTable(StateTable):
+    """Records the epochs it is committed at, so a test can compare them with what went downstream."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.commits: list[int] = []
+
+    def commit(self, epoch: int) -> None:
+        super().commit(epoch)
+        self.commits.append(epoch)
+
+
+# ---- source operators ------------------------------------------------------------------------------
+class FakeLog:
+    """The part of ``connectors.table_log.TableLog`` a table source uses, in memory."""
+
+    def __init__(self, records: list[Chunk] | None = None) -> None:
+        self.records: list[Chunk] = list(records or [])
+        self.listeners: list[Callable[[], None]] = []
+
+    def append(self, chunk: Chunk) -> None:
+        self.records.append(chunk)
+        for listener in self.listeners:
+            listener()
+
+    def end_offset(self) -> int:
+        return len(self.records)
+
+    def read(self, start: int, max_records: int = 64) -> list[tuple[int, Chunk]]:
+        return list(enumerate(self.records[start : start + max_records], start))
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        self.listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        self.listeners.remove(callback)
+
+
+async def drive(source: GeneratorSource, epochs: list[tuple[int, int]], turns_between: int = 3) -> list[Message]:
+    """Inject barriers ``(curr, prev)``, letting the source run ``turns_between`` loop turns after
+    each; the last one stops the source. Returns everything it emitted (checked: barrier first,
+    epochs rising, watermarks never going back)."""
+    out: list[Message] = []
+
+    async def consume() -> None:
+        async for message in CheckedOperator(source).execute():
+            out.append(message)
+            if isinstance(message, Barrier) and message.stops(source.actor_id):
+                return
+
+    task = asyncio.create_task(consume())
+    for i, (curr, prev) in enumerate(epochs):
+        stop = StopMutation(frozenset({source.actor_id})) if i == len(epochs) - 1 else None
+        source.inject(barrier(curr, prev, mutation=stop))
+        for _ in range(turns_between):
+            await asyncio.sleep(0)
+    await asyncio.wait_for(task, 5)
+    return out
+
+
+def rows_before(messages: list[Message], epoch: int) -> list[Row]:
+    """Rows emitted before the barrier that ends ``epoch`` (what a checkpoint of ``epoch`` covers)."""
+    for i, message in enumerate(messages):
+        if isinstance(message, Barrier) and message.epoch.prev == epoch:
+            return [row for _, row in changes(messages[:i])]
+    raise AssertionError(f"no barrier ends epoch {epoch}")

@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import pyarrow as pa
-from scripted import barrier, changes, table_rows
+from scripted import changes, drive, rows_before, table_rows
 
 from tidegate.common.types import parse_type_name
 from tidegate.connectors.datagen import DatagenOptions, generate_rows
 from tidegate.connectors.datagen_options import parse_datagen_options
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import MemoryStateStore
-from tidegate.stream.messages import Barrier, Message, StopMutation, Watermark
-from tidegate.stream.operator import CheckedOperator
+from tidegate.stream.messages import Barrier, Watermark
 from tidegate.stream.operators.datagen_source import DatagenSource
 from tidegate.stream.operators.table_source import OFFSET_SCHEMA
 from tidegate.stream.watermark import WATERMARK_STATE_SCHEMA, WatermarkGenerator, WatermarkSpec
@@ -54,35 +53,6 @@ def new_source(
 def expected_rows(source_options: DatagenOptions, count: int) -> list[tuple[object, ...]]:
     columns = [c.to_pylist() for c in generate_rows(source_options, 0, count)]
     return list(zip(*columns, range(count)))
-
-
-async def drive(source: DatagenSource, epochs: list[tuple[int, int]], turns_between: int = 3) -> list[Message]:
-    """Inject barriers ``(curr, prev)``, letting the source run ``turns_between`` loop turns after
-    each; the last one stops the source. Returns everything it emitted."""
-    out: list[Message] = []
-
-    async def consume() -> None:
-        async for message in CheckedOperator(source).execute():
-            out.append(message)
-            if isinstance(message, Barrier) and message.stops(ACTOR):
-                return
-
-    task = asyncio.create_task(consume())
-    for i, (curr, prev) in enumerate(epochs):
-        stop = StopMutation(frozenset({ACTOR})) if i == len(epochs) - 1 else None
-        source.inject(barrier(curr, prev, mutation=stop))
-        for _ in range(turns_between):
-            await asyncio.sleep(0)
-    await asyncio.wait_for(task, 5)
-    return out
-
-
-def rows_before(messages: list[Message], epoch: int) -> list[tuple[object, ...]]:
-    """Rows emitted before the barrier that ends ``epoch`` (what a checkpoint of ``epoch`` covers)."""
-    for i, message in enumerate(messages):
-        if isinstance(message, Barrier) and message.epoch.prev == epoch:
-            return [row for _, row in changes(messages[:i])]
-    raise AssertionError(f"no barrier ends epoch {epoch}")
 
 
 def test_rows_come_between_barriers_with_their_row_number_and_stop_at_rows_num() -> None:

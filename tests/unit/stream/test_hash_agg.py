@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import gc
 import math
 import pickle
 import random
-import tracemalloc
 from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from cache_budget import SpyStore, accounted_and_allocated_bytes
 from scripted import (
     DEL,
     INS,
     UD,
     UI,
     ScriptedSource,
+    SpyStateTable,
     apply_changes,
     assert_alternating,
     barrier,
@@ -26,6 +26,7 @@ from scripted import (
     inserts,
     per_barrier,
     run,
+    stream,
 )
 
 from tidegate.common.chunk import Chunk
@@ -322,18 +323,6 @@ def test_output_is_emitted_only_on_barriers_just_before_them() -> None:
     assert len([m for m in output if isinstance(m, Chunk)]) == 2
 
 
-class SpyStateTable(StateTable):
-    """Records every commit so a test can compare it with what went downstream."""
-
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self.commits: list[int] = []
-
-    def commit(self, epoch: int) -> None:
-        super().commit(epoch)
-        self.commits.append(epoch)
-
-
 def test_state_is_committed_before_the_barrier_goes_downstream() -> None:
     store = MemoryStateStore()
     state = agg_state(store, 7, cls=SpyStateTable)
@@ -459,25 +448,6 @@ ALL_CALLS = [
 TINY_BUDGET_BYTES = 5_000
 
 
-class SpyStore(MemoryStateStore):
-    """Counts the reads of state: point lookups (and keys asked for) and whole-table snapshots."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lookups = 0
-        self.keys_looked_up = 0
-        self.snapshots = 0
-
-    def get_rows(self, table_id: int, keys: pa.Table, epoch: int) -> pa.Table:
-        self.lookups += 1
-        self.keys_looked_up += keys.num_rows
-        return super().get_rows(table_id, keys, epoch)
-
-    def snapshot(self, table_id: int, epoch: int) -> pa.Table:
-        self.snapshots += 1
-        return super().snapshot(table_id, epoch)
-
-
 def random_epochs(seed: int, epochs: int, groups: int) -> list[list[Chunk]]:
     """Inserts, deletes (often of a group's current MIN/MAX, sometimes of its last row) and updates."""
     rng = random.Random(seed)
@@ -520,15 +490,6 @@ def random_epochs(seed: int, epochs: int, groups: int) -> list[list[Chunk]]:
                 chunks.append(chunk(SCHEMA, ops, batch))
         out.append(chunks)
     return out
-
-
-def stream(epochs: list[list[Chunk]], first_epoch: int = 1, prev: int | None = None) -> list[Message]:
-    """Barrier ``first_epoch`` (after ``prev``), then each epoch's chunks followed by the next barrier."""
-    messages: list[Message] = [barrier(first_epoch, prev)]
-    for offset, chunks in enumerate(epochs, start=1):
-        messages += chunks
-        messages.append(barrier(first_epoch + offset))
-    return messages
 
 
 def bounded(messages: list[Message], store: MemoryStateStore, group_keys: list[int] | None = None) -> HashAgg:
@@ -606,7 +567,7 @@ def test_recovery_with_a_budget_reads_groups_on_demand_and_continues_exactly() -
     split = 20  # the first operator stops after committing epoch `split` (its last barrier is split + 1)
     run(bounded(stream(epochs[:split]), store))
     groups_at_checkpoint = len(decoded_state(store, split))
-    store.lookups = store.keys_looked_up = store.snapshots = 0
+    store.reset()
     # Recovery: a new operator over the same store; its first barrier resumes from the committed epoch.
     recovered = bounded(stream(epochs[split:], first_epoch=100, prev=split), store)
     reads: list[tuple[int, int]] = []  # (snapshots, keys looked up) as each barrier goes out
@@ -652,19 +613,7 @@ def test_accounted_bytes_follow_what_the_groups_really_allocate() -> None:
         state = agg_state(MemoryStateStore(), 5)
         operator = agg([barrier(1), inserts(SCHEMA, rows), barrier(2)], calls, state=state)
         operator = HashAgg(operator.input, [0], operator.calls, operator.schema, state, cache_bytes=10**12)
-        tracemalloc.start()  # it sees only what is allocated after it starts
-        try:
-            run(operator)
-            assert operator.cache is not None
-            accounted = operator.cache.used_bytes
-            gc.collect()
-            before = tracemalloc.get_traced_memory()[0]
-            operator.cache = None
-            operator._groups = {}
-            gc.collect()
-            allocated = before - tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
+        accounted, allocated = accounted_and_allocated_bytes(operator)
         assert 0.75 <= accounted / allocated <= 1.5, (calls, values_per_group, accounted, allocated)
 
 
@@ -1047,17 +996,5 @@ def test_accounted_bytes_of_the_new_accumulators_follow_what_they_allocate() -> 
         rows = [(v % 1000, v, f"{v:0{text_length}d}", v % 7, v % 3 == 0) for v in range(1000 * values_per_group)]
         state = wide_state(MemoryStateStore())
         operator = wide_agg([barrier(1), inserts(WIDE, rows), barrier(2)], NEW_CALLS, state=state, cache_bytes=10**12)
-        tracemalloc.start()
-        try:
-            run(operator)
-            assert operator.cache is not None
-            accounted = operator.cache.used_bytes
-            gc.collect()
-            before = tracemalloc.get_traced_memory()[0]
-            operator.cache = None
-            operator._groups = {}
-            gc.collect()
-            allocated = before - tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
+        accounted, allocated = accounted_and_allocated_bytes(operator)
         assert 0.75 <= accounted / allocated <= 1.5, (values_per_group, text_length, accounted, allocated)

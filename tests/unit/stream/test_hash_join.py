@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from cache_budget import SpyStore
 from scripted import (
     DEL,
     INS,
@@ -671,25 +672,6 @@ def test_recovery_continues_from_the_committed_epoch(join_type: str) -> None:
 
 
 # ---- bounded memory -------------------------------------------------------------------------------------------
-class SpyStore(MemoryStateStore):
-    """Counts the reads of state: prefix lookups (and prefixes asked for) and whole-table snapshots."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.prefix_lookups = 0
-        self.prefixes = 0
-        self.snapshots = 0
-
-    def get_prefix_rows(self, table_id: int, prefixes: pa.Table, epoch: int) -> pa.Table:
-        self.prefix_lookups += 1
-        self.prefixes += prefixes.num_rows
-        return super().get_prefix_rows(table_id, prefixes, epoch)
-
-    def snapshot(self, table_id: int, epoch: int) -> pa.Table:
-        self.snapshots += 1
-        return super().snapshot(table_id, epoch)
-
-
 TINY_BUDGET_BYTES = 3_000
 
 
@@ -719,7 +701,7 @@ def test_bounded_cache_emits_exactly_what_the_unbounded_operator_emits(join_type
     assert [Counter(epoch) for epoch in per_barrier(output)] == [Counter(epoch) for epoch in reference]
     assert all(c is not None and c.evictions > 20 for c in caches)
     chunks = sum(len(epoch) for side in script.chunks for epoch in side)
-    assert 0 < store.prefix_lookups <= 2 * chunks  # at most one per side per chunk
+    assert 0 < store.prefix_reads <= 2 * chunks  # at most one per side per chunk
     assert store.snapshots == 0
     assert max(used_at_barriers) <= TINY_BUDGET_BYTES  # back within budget once the epoch is written
     assert_degrees(join, script, store, script.epochs)
@@ -732,12 +714,12 @@ def test_recovery_with_a_budget_reads_keys_on_demand_and_continues_exactly() -> 
     split = 6
     first_join = make_join("full", script.messages(0, 0, split), script.messages(1, 0, split), store, cache_bytes=10**9)
     first_output = run(first_join)
-    assert store.prefix_lookups == 0 and store.snapshots == 0  # everything fit: nothing was read back
+    assert store.prefix_reads == 0 and store.snapshots == 0  # everything fit: nothing was read back
     left, right = (script.messages(side, split, start_epoch=50) for side in (0, 1))
     recovered = make_join("full", left, right, store, cache_bytes=10**9)
     reads: list[tuple[int, int]] = []
     second_output = run(
-        recovered, lambda m: reads.append((store.snapshots, store.prefixes)) if isinstance(m, Barrier) else None
+        recovered, lambda m: reads.append((store.snapshots, store.prefixes_read)) if isinstance(m, Barrier) else None
     )
     assert reads[0] == (0, 0)  # recovery itself reads nothing
     touched = {row[1] for side in (0, 1) for c in script.chunks[side][split] for _, row in c.rows()}
@@ -757,4 +739,4 @@ def test_without_a_budget_recovery_reads_both_tables_once() -> None:
     snapshots_seen: list[int] = []
     run(make_join("left", left, right, store), lambda m: snapshots_seen.append(store.snapshots))
     assert snapshots_seen[0] == 2  # both tables, read before the first barrier goes out
-    assert store.snapshots == 2 and store.prefix_lookups == 0
+    assert store.snapshots == 2 and store.prefix_reads == 0

@@ -7,15 +7,14 @@ import asyncio
 import numpy as np
 import pyarrow as pa
 import pytest
-from scripted import barrier, changes, table_rows
+from scripted import changes, drive, rows_before, table_rows
 
 from tidegate.connectors.nexmark import event_kinds, generate_events
 from tidegate.connectors.nexmark_options import NexmarkSourceOptions, parse_nexmark_options, source_schema
 from tidegate.errors import FeatureNotSupported, InvalidParameterValue
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import MemoryStateStore
-from tidegate.stream.messages import Barrier, Message, StopMutation
-from tidegate.stream.operator import CheckedOperator
+from tidegate.stream.messages import Barrier
 from tidegate.stream.operators.nexmark_source import NexmarkSource
 from tidegate.stream.operators.table_source import OFFSET_SCHEMA
 
@@ -45,35 +44,6 @@ def expected_rows(source_options: NexmarkSourceOptions, count: int) -> list[tupl
     schema = source_schema(source_options)
     columns = [batch.column(i).cast(schema.field(i).type).to_pylist() for i in range(batch.num_columns)]
     return list(zip(*columns, row_ids.tolist()))
-
-
-async def drive(source: NexmarkSource, epochs: list[tuple[int, int]], turns_between: int = 3) -> list[Message]:
-    """Inject barriers ``(curr, prev)``, letting the source run ``turns_between`` loop turns after
-    each; the last one stops the source. Returns everything it emitted."""
-    out: list[Message] = []
-
-    async def consume() -> None:
-        async for message in CheckedOperator(source).execute():
-            out.append(message)
-            if isinstance(message, Barrier) and message.stops(ACTOR):
-                return
-
-    task = asyncio.create_task(consume())
-    for i, (curr, prev) in enumerate(epochs):
-        stop = StopMutation(frozenset({ACTOR})) if i == len(epochs) - 1 else None
-        source.inject(barrier(curr, prev, mutation=stop))
-        for _ in range(turns_between):
-            await asyncio.sleep(0)
-    await asyncio.wait_for(task, 5)
-    return out
-
-
-def rows_before(messages: list[Message], epoch: int) -> list[tuple[object, ...]]:
-    """Rows emitted before the barrier that ends ``epoch`` (what a checkpoint of ``epoch`` covers)."""
-    for i, message in enumerate(messages):
-        if isinstance(message, Barrier) and message.epoch.prev == epoch:
-            return [row for _, row in changes(messages[:i])]
-    raise AssertionError(f"no barrier ends epoch {epoch}")
 
 
 def test_events_come_between_barriers_and_stop_at_event_num() -> None:

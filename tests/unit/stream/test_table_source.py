@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import pyarrow as pa
-from scripted import barrier, changes, inserts, table_rows
+from scripted import FakeLog, barrier, changes, inserts, table_rows
 
 from tidegate.common.chunk import Chunk
 from tidegate.state.state_table import StateTable
@@ -17,28 +17,6 @@ from tidegate.stream.operators.table_source import OFFSET_SCHEMA, TableSource
 SCHEMA = pa.schema([("id", pa.int64())])
 ACTOR = 4
 OFFSETS_TABLE = (ACTOR << 16) | 1
-
-
-class FakeLog:
-    """The part of ``connectors.table_log.TableLog`` a source uses, in memory."""
-
-    def __init__(self) -> None:
-        self.records: list[Chunk] = []
-        self.listeners: list[Callable[[], None]] = []
-
-    def append(self, chunk: Chunk) -> None:
-        self.records.append(chunk)
-        for listener in self.listeners:
-            listener()
-
-    def end_offset(self) -> int:
-        return len(self.records)
-
-    def read(self, start: int, max_records: int = 64) -> list[tuple[int, Chunk]]:
-        return list(enumerate(self.records[start : start + max_records], start))
-
-    def add_listener(self, callback: Callable[[], None]) -> None:
-        self.listeners.append(callback)
 
 
 def record(i: int) -> Chunk:

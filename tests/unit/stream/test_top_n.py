@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import functools
-import gc
 import itertools
 import random
-import tracemalloc
 import zlib
 from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
 import pytest
+from cache_budget import SpyStore, accounted_and_allocated_bytes
 from scripted import (
     DEL,
     INS,
@@ -21,6 +20,7 @@ from scripted import (
     Change,
     Row,
     ScriptedSource,
+    SpyStateTable,
     apply_changes,
     assert_alternating,
     barrier,
@@ -30,6 +30,7 @@ from scripted import (
     inserts,
     per_barrier,
     run,
+    stream,
     table_rows,
 )
 
@@ -46,18 +47,6 @@ SCHEMA = pa.schema([("id", pa.int64()), ("g", pa.int32()), ("v", pa.int32()), ("
 PK = [0]
 BY_V = [SortKey(2)]
 TABLE_ID = 1
-
-
-class SpyStateTable(StateTable):
-    """Records the epochs it is committed at."""
-
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self.commits: list[int] = []
-
-    def commit(self, epoch: int) -> None:
-        super().commit(epoch)
-        self.commits.append(epoch)
 
 
 def top_n(
@@ -536,14 +525,6 @@ class Script:
         return [self.chunk() for _ in range(self.rng.randrange(0, 4))]
 
 
-def stream(epochs: list[list[Chunk]], first_epoch: int = 1, prev: int | None = None) -> list[Message]:
-    messages: list[Message] = [barrier(first_epoch, prev)]
-    for offset, chunks in enumerate(epochs, start=1):
-        messages += chunks
-        messages.append(barrier(first_epoch + offset))
-    return messages
-
-
 @functools.cache
 def _duckdb() -> duckdb.DuckDBPyConnection:
     """One connection for every oracle query: connecting costs more than a query."""
@@ -656,25 +637,6 @@ def test_changes_of_many_groups_keep_the_stream_invariants() -> None:
 
 
 # ---- bounded cache (DESIGN §6) ------------------------------------------------------
-class SpyStore(MemoryStateStore):
-    """Counts the reads of state: prefix reads (and prefixes asked for) and whole-table snapshots."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.prefix_reads = 0
-        self.prefixes_read = 0
-        self.snapshots = 0
-
-    def get_prefix_rows(self, table_id: int, prefixes: pa.Table, epoch: int) -> pa.Table:
-        self.prefix_reads += 1
-        self.prefixes_read += prefixes.num_rows
-        return super().get_prefix_rows(table_id, prefixes, epoch)
-
-    def snapshot(self, table_id: int, epoch: int) -> pa.Table:
-        self.snapshots += 1
-        return super().snapshot(table_id, epoch)
-
-
 # A group of a few rows is accounted ~1.5 KB: this budget holds a handful of the 40 groups.
 TINY_BUDGET_BYTES = 8_000
 CACHED_CONFIGS = [
@@ -723,7 +685,7 @@ def test_recovery_with_a_budget_reads_groups_on_demand_and_continues_exactly() -
     store = SpyStore()
     split = 10
     run(top_n(stream(epochs[:split]), store=store, cache_bytes=TINY_BUDGET_BYTES, **config))  # type: ignore[arg-type]
-    store.prefix_reads = store.prefixes_read = store.snapshots = 0
+    store.reset()
     reads: list[tuple[int, int]] = []  # (snapshots, prefixes read) as each barrier goes out
     recovered = top_n(
         stream(epochs[split:], first_epoch=100, prev=split),
@@ -763,19 +725,8 @@ def test_accounted_bytes_follow_what_the_groups_really_allocate() -> None:
             [barrier(1), inserts(SCHEMA, data), barrier(2)], group_keys=[1], limit=limit, cache_bytes=10**12
         )
         arrow_row_bytes = inserts(SCHEMA, data).data.nbytes / len(data)
-        tracemalloc.start()  # it sees only what is allocated after it starts (and not Arrow's buffers)
-        try:
-            run(operator)
-            assert operator.cache is not None
-            accounted = operator.cache.used_bytes - operator.live_rows * arrow_row_bytes
-            gc.collect()
-            before = tracemalloc.get_traced_memory()[0]
-            operator.cache = None
-            operator._groups = {}
-            gc.collect()
-            allocated = before - tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
+        accounted, allocated = accounted_and_allocated_bytes(operator)
+        accounted -= operator.live_rows * arrow_row_bytes  # tracemalloc does not see Arrow's buffers
         assert 0.75 <= accounted / allocated <= 1.5, (groups, per_group, accounted, allocated)
 
 

@@ -6,12 +6,11 @@ Covers ``stream/watermark.py`` and the two source operators that run it (TableSo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
-from scripted import barrier, changes, inserts, table_rows
+from scripted import FakeLog, barrier, changes, drive, inserts, table_rows
 
 from tidegate.common.chunk import Chunk
 from tidegate.connectors.nexmark_options import NexmarkSourceOptions, parse_nexmark_options, source_schema
@@ -106,31 +105,6 @@ def test_the_watermark_is_written_when_it_moved_and_restored_at_a_committed_epoc
 
 
 # ---- TableSource ----------------------------------------------------------------------------------
-class FakeLog:
-    """The part of ``connectors.table_log.TableLog`` a table source uses, in memory."""
-
-    def __init__(self, records: list[Chunk] | None = None) -> None:
-        self.records: list[Chunk] = list(records or [])
-        self.listeners: list[Callable[[], None]] = []
-
-    def append(self, chunk: Chunk) -> None:
-        self.records.append(chunk)
-        for listener in self.listeners:
-            listener()
-
-    def end_offset(self) -> int:
-        return len(self.records)
-
-    def read(self, start: int, max_records: int = 64) -> list[tuple[int, Chunk]]:
-        return list(enumerate(self.records[start : start + max_records], start))
-
-    def add_listener(self, callback: Callable[[], None]) -> None:
-        self.listeners.append(callback)
-
-    def remove_listener(self, callback: Callable[[], None]) -> None:
-        self.listeners.remove(callback)
-
-
 def table_source(store: MemoryStateStore, log: FakeLog) -> TableSource:
     offsets = StateTable(store, OFFSETS_TABLE, OFFSET_SCHEMA, [0])
     return TableSource(log, offsets, SCHEMA, ACTOR, watermark=generator(store))
@@ -241,24 +215,6 @@ def nexmark_source(store: MemoryStateStore, source_options: NexmarkSourceOptions
     state = StateTable(store, WATERMARK_TABLE, WATERMARK_STATE_SCHEMA, [0])
     watermark = WatermarkGenerator(WatermarkSpec(column, DELAY_S * 1_000_000), schema.field(column).type, state)
     return NexmarkSource(source_options, offsets, schema, ACTOR, watermark=watermark)
-
-
-async def drive(source: NexmarkSource, epochs: list[tuple[int, int]], turns_between: int) -> list[Message]:
-    out: list[Message] = []
-
-    async def consume() -> None:
-        async for message in CheckedOperator(source).execute():  # asserts the watermarks never go back
-            out.append(message)
-            if isinstance(message, Barrier) and message.stops(ACTOR):
-                return
-
-    task = asyncio.create_task(consume())
-    for i, (curr, prev) in enumerate(epochs):
-        source.inject(stop(curr, prev) if i == len(epochs) - 1 else barrier(curr, prev))
-        for _ in range(turns_between):
-            await asyncio.sleep(0)
-    await asyncio.wait_for(task, 5)
-    return out
 
 
 def check_watermarks_follow_the_rows(messages: list[Message], column: int, start: int | None = None) -> None:

@@ -15,7 +15,8 @@ the rest:
 - ``rows_per_second`` limits the rate, counted from this run's start (a recovery restarts the
   count): only the rows due by now are generated, otherwise it waits for the next one or a barrier;
 - a ``WatermarkGenerator``, when the source declares a ``WATERMARK``, drops late rows, follows a
-  chunk with the grown watermark, and is committed with the offset.
+  chunk with the grown watermark, and is committed with the offset on every barrier (and emitted
+  again right after the first one, so a recovered job knows it before any new row).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class GeneratorSource(Operator):
 
     @property
     def end_offset(self) -> int | None:
+        """The number after the last row to generate; None for an unbounded source."""
         return self._end_offset
 
     @abstractmethod
