@@ -59,7 +59,7 @@ EXACT_KINDS = ("int", "dec", "str")  # "approx": AVG and whatever is computed fr
 @dataclass
 class Column:
     name: str
-    kind: str  # "int", "dec", "str", "approx"
+    kind: str  # "int", "dec", "str", "approx", "time" (timestamps: compared exactly, never computed on)
     sql_type: str = ""
 
 
@@ -70,6 +70,7 @@ class Relation:
     is_table: bool
     primary_key: bool = False
     query: str = ""  # a view's SELECT
+    oracle_query: str = ""  # the same in DuckDB's SQL, where the two differ (TUMBLE/HOP)
     next_id: int = 1
 
     def of_kind(self, *kinds: str) -> list[Column]:
@@ -237,10 +238,12 @@ class Scenario:
             query, columns = self.projection(source, name)
         elif form < 0.6:
             query, columns = self.aggregation(source, name)
-        elif form < 0.85:
+        elif form < 0.8:
             query, columns = self.join(r.choice(candidates), r.choice(candidates), name)
-        else:
+        elif form < 0.9:
             query, columns = self.top_n(source, name)
+        else:
+            return self.window(source, name)
         view = Relation(name, columns, is_table=False, query=query)
         self.views.append(view)
         return f"CREATE MATERIALIZED VIEW {name} AS {query}", view
@@ -326,6 +329,67 @@ class Scenario:
             f"FROM {source.name}"
         )
         return f"SELECT {select}, rk AS {columns[-1].name} FROM ({ranked}) t WHERE rk <= {limit}", columns
+
+    def window(self, source: Relation, name: str) -> tuple[str, Relation]:
+        """An aggregation over TUMBLE or HOP windows of a relation's time column.
+
+        Tables have no time column, so the view reads ``TUMBLE(ts_view, ts, …)`` over a view that
+        makes one from an integer column (as seconds); DuckDB computes the windows with epoch
+        arithmetic. Returns the time view's CREATE and the window view, which ``run_seed`` creates
+        after it.
+        """
+        r = self.random
+        integers = [c for c in source.of_kind("int") if c.name != "id"] or source.of_kind("int")
+        if not integers:
+            statement, view = self.make_view_of(source, name, self.projection)
+            return statement, view
+        seconds = r.choice(integers)
+        ts_view = Relation(
+            f"{name}_ts",
+            [*source.columns, Column("ts", "time")],
+            is_table=False,
+            # Modulo keeps BIGINT values within what an interval's seconds can hold.
+            query=f"SELECT *, TIMESTAMP '2026-01-01 00:00:00' + ({seconds.name} % 1000) * INTERVAL '1 second' AS ts "
+            f"FROM {source.name}",
+        )
+        size = r.choice([5, 10])
+        slide = size if r.random() < 0.5 else r.choice([s for s in (1, 5) if size % s == 0])
+        if slide == size:
+            function = f"TUMBLE({ts_view.name}, ts, INTERVAL '{size}' SECOND)"
+        else:
+            function = f"HOP({ts_view.name}, ts, INTERVAL '{slide}' SECOND, INTERVAL '{size}' SECOND)"
+        numbers = source.of_kind("int", "dec")
+        total = r.choice(numbers)
+        columns = [
+            Column(f"{name}_start", "time"),
+            Column(f"{name}_end", "time"),
+            Column(f"{name}_n", "int"),
+            Column(f"{name}_s", total.kind),
+        ]
+        select = (
+            f"window_start AS {columns[0].name}, window_end AS {columns[1].name}, COUNT(*) AS {columns[2].name}, "
+            f"SUM({total.name}) AS {columns[3].name}"
+        )
+        query = f"SELECT {select} FROM {function} GROUP BY window_start, window_end"
+        us = slide * 1_000_000
+        start = f"make_timestamp(CAST(floor(epoch_us(ts) / {us}) * {us} - k * {us} AS BIGINT))"
+        hops = f"(SELECT unnest(range({size // slide})) AS k) AS hops"
+        windows = (
+            f"SELECT *, {start} AS window_start, {start} + INTERVAL '{size} seconds' AS window_end "
+            f"FROM {ts_view.name}, {hops} WHERE ts IS NOT NULL"
+        )
+        oracle = f"SELECT {select} FROM ({windows}) w GROUP BY window_start, window_end"
+        view = Relation(name, columns, is_table=False, query=query, oracle_query=oracle)
+        self.views.append(ts_view)
+        self.views.append(view)
+        statements = f"CREATE MATERIALIZED VIEW {ts_view.name} AS {ts_view.query}"
+        return statements + f";\nCREATE MATERIALIZED VIEW {name} AS {query}", view
+
+    def make_view_of(self, source: Relation, name: str, planner: Any) -> tuple[str, Relation]:
+        query, columns = planner(source, name)
+        view = Relation(name, columns, is_table=False, query=query)
+        self.views.append(view)
+        return f"CREATE MATERIALIZED VIEW {name} AS {query}", view
 
     def aggregate(self, source: Relation) -> Expr:
         r = self.random
@@ -465,7 +529,9 @@ def _exact(value: Any) -> Any:
 
 
 def _sort_key(row: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple((0, "") if v is None else (1, str(v) if isinstance(v, str) else float(v)) for v in row)
+    return tuple(
+        (0, "") if v is None else (1, float(v) if isinstance(v, int | float | Decimal) else str(v)) for v in row
+    )
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -575,14 +641,16 @@ def run_seed(seed: int, data_dir: Path, script_file: Path, *, dsn: str | None = 
             both(statement)
         for _ in range(scenario.random.randint(2, 5)):
             statement, _view = scenario.make_view()
-            both(statement, check_mirror=False)
+            for part in statement.split(";\n"):
+                both(part, check_mirror=False)
         checks = 0
         late_views = 0
         for step in range(STEPS):
             if late_views < 3 and scenario.random.random() < 0.06:
                 # A view created mid-stream backfills what is committed, then follows the changes.
                 statement, _view = scenario.make_view()
-                both(statement, check_mirror=False)
+                for part in statement.split(";\n"):
+                    both(part, check_mirror=False)
                 late_views += 1
             both(scenario.write())
             if scenario.random.random() < 0.2 or step == STEPS - 1:
@@ -622,7 +690,7 @@ def compare(
                 marks = ", ".join("?" for _ in table.columns)
                 oracle.executemany(f"INSERT INTO {table.name} VALUES ({marks})", [list(r) for r in rows])
         for view in scenario.views:
-            oracle.execute(f"CREATE VIEW {view.name} AS {view.query}")
+            oracle.execute(f"CREATE VIEW {view.name} AS {view.oracle_query or view.query}")
         for view in scenario.views:
             want = oracle.execute(f"SELECT * FROM {view.name}").fetchall()
             got = db.execute(f"SELECT * FROM {view.name}")

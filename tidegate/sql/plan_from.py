@@ -28,7 +28,7 @@ from sqlglot import exp
 
 from tidegate.common.duck import connect
 from tidegate.common.sqltext import AGGREGATES, position_of, to_duckdb
-from tidegate.common.types import SqlType, from_arrow
+from tidegate.common.types import BOOLEAN, SqlType, from_arrow
 from tidegate.errors import (
     AmbiguousColumn,
     DatatypeMismatch,
@@ -273,6 +273,11 @@ class FromPlanner:
         right_exprs = [_shift(e, -nl) for e in right_exprs]
         key_types = [_common_type(a, b, node) for a, b in zip(left_types, right_types)]
         refuse_array_keys(key_types, left_keys_sql, "a join on")
+        if join_type == "full":
+            # A row NULL-extended on the left and one NULL-extended on the right may show the same
+            # key values (a key can be NULL: a group key, say): a column present only on real rows of
+            # each side tells them apart in the output's stream key.
+            left, right = _with_presence(left, "_left_present"), _with_presence(right, "_right_present")
         left, left_keys = _with_keys(left, left_exprs, left_types, key_types, "_lk")
         right, right_keys = _with_keys(right, right_exprs, right_types, key_types, "_rk")
         nl = len(left.scope)
@@ -563,6 +568,20 @@ def _with_keys(
         "display": f"StreamProject {{ join keys: {', '.join(e for e, _ in extra)} }}",
     }
     return PlannedInput(scope, plan, side.pk, side.dependencies, side.append_only, side.watermark_columns), keys
+
+
+def _with_presence(side: PlannedInput, name: str) -> PlannedInput:
+    """The side with a hidden TRUE column in its stream key: NULL in the rows a full join
+    NULL-extends, so those rows' keys differ from every real row's."""
+    scope = [*side.scope, ScopeColumn(name, BOOLEAN, None, hidden=True)]
+    plan = {
+        "op": "project",
+        "exprs": [f"_{i}" for i in range(len(side.scope))] + ["TRUE"],
+        "schema": [[c.name, type_text(c.type)] for c in scope],
+        "input": side.plan,
+        "display": f"StreamProject {{ {name}: true }}",
+    }
+    return PlannedInput(scope, plan, [*side.pk, len(side.scope)], side.dependencies, side.append_only)
 
 
 def _using_right(left: PlannedInput, right: PlannedInput, names: list[str]) -> PlannedInput:
