@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+from collections.abc import Callable, Collection
 
 import numpy as np
 import numpy.typing as npt
@@ -81,6 +82,9 @@ _AVERAGE_BYTE_SIZE_MAX = 1 << 19
 _POOL_PAD_BYTES = _AVERAGE_BYTE_SIZE_MAX * 6 // 5 + 2
 
 _INT32_MAX = (1 << 31) - 1
+# Arrow's string view: 16 bytes, a length and either up to 12 bytes of the string or a 4-byte prefix,
+# a buffer index and an offset (all int32, little-endian).
+_VIEW_INLINE_BYTES = 12
 _UINT64_MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -209,12 +213,29 @@ def event_timestamp_ms(config: NexmarkConfig, event_numbers: npt.ArrayLike) -> I
     return config.base_time_ms + delay_us.astype(np.int64) // 1000
 
 
-def generate_events(config: NexmarkConfig, first_event: int, count: int) -> dict[str, pa.RecordBatch]:
+# Each kind's name (a key of generate_events' result) with its kind and schema.
+_KINDS = {
+    "person": (EventKind.PERSON, PERSON_SCHEMA),
+    "auction": (EventKind.AUCTION, AUCTION_SCHEMA),
+    "bid": (EventKind.BID, BID_SCHEMA),
+}
+
+
+def generate_events(
+    config: NexmarkConfig, first_event: int, count: int, kinds: Collection[str] | None = None
+) -> dict[str, pa.RecordBatch]:
     """The events numbered ``[first_event, first_event + count)``, by kind, in event order.
 
-    The keys are ``"person"``, ``"auction"`` and ``"bid"``; the batches have the
-    schemas ``PERSON_SCHEMA``, ``AUCTION_SCHEMA`` and ``BID_SCHEMA``.
+    The keys are ``"person"``, ``"auction"`` and ``"bid"``, or only those of ``kinds``
+    (a source reads one kind: building the others would be wasted work, an auction
+    costing about ten bids); the batches have the schemas ``PERSON_SCHEMA``,
+    ``AUCTION_SCHEMA`` and ``BID_SCHEMA``.
     """
+    if kinds is None:
+        kinds = tuple(_KINDS)
+    unknown = [kind for kind in kinds if kind not in _KINDS]
+    if unknown:
+        raise ValueError(f"unknown event kinds {unknown}: the kinds are person, auction and bid")
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     if first_event < config.first_event_number:
@@ -224,15 +245,17 @@ def generate_events(config: NexmarkConfig, first_event: int, count: int) -> dict
     if last_number + config.first_event_id > 1 << 53 or last_number * config.inter_event_delay_us > 1 << 62:
         raise ValueError("event numbers, ids or event times (in us) beyond 2**53 are not supported")
     event_numbers = np.arange(first_event, first_event + count, dtype=np.int64)
-    kinds = event_kinds(config, event_numbers)
-    builders = (("person", _persons, PERSON_SCHEMA), ("auction", _auctions, AUCTION_SCHEMA), ("bid", _bids, BID_SCHEMA))
+    event_kind = event_kinds(config, event_numbers)
     batches = {}
-    for kind, (name, build, schema) in enumerate(builders):
-        numbers = event_numbers[kinds == kind]
+    for name in _KINDS:
+        if name not in kinds:
+            continue
+        kind, schema = _KINDS[name]
+        numbers = event_numbers[event_kind == kind]
         if numbers.size == 0:
             batches[name] = pa.RecordBatch.from_pylist([], schema=schema)
         else:
-            batches[name] = pa.RecordBatch.from_arrays(build(config, numbers), schema=schema)
+            batches[name] = pa.RecordBatch.from_arrays(_COLUMNS[kind](config, numbers), schema=schema)
     return batches
 
 
@@ -375,6 +398,11 @@ def _letter_pool(seed: int) -> U8:
     return (ord("a") + ((chunks * np.uint64(26)) >> np.uint64(16))).astype(np.uint8).ravel()
 
 
+@functools.lru_cache(maxsize=4)
+def _letter_pool_buffer(seed: int) -> pa.Buffer:
+    return pa.py_buffer(_letter_pool(seed))
+
+
 def _next_extras(draws: _Draws, slot: int, current_size: I64, average: int) -> pa.StringArray:
     """``next_extra(current_size, average)`` per row (§5), sliced from the seed's letter pool.
 
@@ -384,12 +412,25 @@ def _next_extras(draws: _Draws, slot: int, current_size: I64, average: int) -> p
     delta = _java_round(desired * 0.2)
     sizes = desired - delta + draws.below(slot, np.maximum(2 * delta, 1))
     offsets = draws.below(slot + 1, _POOL_OFFSETS)
-    width = int(sizes.max())
-    if width == 0:
-        return _string_array(np.empty(0, dtype=np.uint8), sizes)
-    windows = np.lib.stride_tricks.sliding_window_view(_letter_pool(draws.seed), width)
-    chars = windows[offsets]
-    return _string_array(chars[np.arange(width) < sizes[:, None]], sizes)
+    if int(sizes.sum()) > _INT32_MAX:
+        raise ValueError("a string column would exceed 2 GiB; generate fewer events per call")
+    # Arrow's string views point into the pool, and Arrow's cast copies each slice once: a third of
+    # the time of gathering a (rows, longest) character matrix and masking it in numpy.
+    pool = _letter_pool(draws.seed)
+    # A long string's view: its length, its first 4 bytes, buffer 0 and its offset in the pool.
+    views = np.empty((sizes.size, 4), dtype="<i4")
+    views[:, 0] = sizes
+    prefixes = np.lib.stride_tricks.sliding_window_view(pool, 4)[offsets]
+    views[:, 1] = prefixes.view("<i4")[:, 0]
+    views[:, 2] = 0
+    views[:, 3] = offsets
+    short = np.flatnonzero(sizes <= _VIEW_INLINE_BYTES)
+    if short.size:  # a short string lies in its view, after the length, zero padded
+        head = np.lib.stride_tricks.sliding_window_view(pool, _VIEW_INLINE_BYTES)[offsets[short]]
+        kept = np.arange(_VIEW_INLINE_BYTES) < sizes[short, None]
+        views.view(np.uint8)[short, 4:] = np.where(kept, head, 0)
+    buffers = [None, pa.py_buffer(views), _letter_pool_buffer(draws.seed)]
+    return pa.Array.from_buffers(pa.string_view(), sizes.size, buffers).cast(pa.string())
 
 
 def _bit_reverse32_java_abs(values: I64) -> I64:
@@ -535,3 +576,10 @@ def _bids(config: NexmarkConfig, numbers: I64) -> list[pa.Array]:
         _timestamps(event_timestamp_ms(config, numbers)),
         _next_extras(draws, 8, np.full(numbers.size, 32, dtype=np.int64), config.avg_bid_byte_size),
     ]
+
+
+_COLUMNS: dict[EventKind, Callable[[NexmarkConfig, I64], list[pa.Array]]] = {
+    EventKind.PERSON: _persons,
+    EventKind.AUCTION: _auctions,
+    EventKind.BID: _bids,
+}

@@ -15,6 +15,9 @@ Every view has a stream key that identifies its rows in storage: the upstream's
 key for a projection (kept as hidden columns when the select list drops it),
 the group keys for an aggregation. The plan is plain data (see ``stream.builder``).
 
+Last, ``prune.py`` narrows the inputs of joins and of TUMBLE/HOP to the columns
+read above them, so that join state and window copies hold nothing unread.
+
 The planner also follows which columns carry a watermark at run time (as the
 operators propagate them: plain column copies, TUMBLE/HOP windows, group keys,
 UNION ALL of columns that carry one in every branch; not joins nor top-N), so
@@ -47,6 +50,7 @@ from tidegate.meta.catalog import Catalog, ColumnDef
 from tidegate.sql.plan_from import FromPlanner, PlannedInput, conjoin
 from tidegate.sql.plan_temporal import plan_temporal_filters, split_temporal_conjuncts
 from tidegate.sql.plan_top_n import RANK_COLUMN, plan_order_limit, plan_ranking, ranking_item
+from tidegate.sql.prune import prune_unread_columns
 from tidegate.sql.scope import ARRAY_KEY_REASON, ExpressionCompiler, ScopeColumn, refuse_array_keys
 from tidegate.sql.scope import type_text as _type_text
 
@@ -65,6 +69,17 @@ class PlannedView:
 
 
 def plan_materialized_view(
+    select: exp.Expression, catalog: Catalog, *, emit_on_window_close: bool = False
+) -> PlannedView:
+    """Plan a view's query, then narrow the inputs of its joins and windows to the columns read
+    (``prune.py``); ``emit_on_window_close``: the view emits each group once, when a watermark
+    closes it."""
+    view = _plan_query(select, catalog, emit_on_window_close=emit_on_window_close)
+    view.plan["stream"] = prune_unread_columns(view.plan["stream"])
+    return view
+
+
+def _plan_query(
     select: exp.Expression,
     catalog: Catalog,
     ctes: dict[str, exp.Expression] | None = None,
@@ -72,9 +87,9 @@ def plan_materialized_view(
     *,
     emit_on_window_close: bool = False,
 ) -> PlannedView:
-    """Plan a view's query; ``ctes`` are the WITH queries of enclosing queries, by name;
-    ``rank_limit`` the bound an enclosing WHERE puts on this query's ranking function;
-    ``emit_on_window_close``: the view emits each group once, when a watermark closes it."""
+    """Plan a query (a view's, or one nested in it); ``ctes`` are the WITH queries of enclosing
+    queries, by name; ``rank_limit`` the bound an enclosing WHERE puts on this query's ranking
+    function; ``emit_on_window_close``: the view emits each group once, when a watermark closes it."""
     ctes = dict(ctes or {})
     with_key = "with_" if "with_" in select.args else "with"
     with_ = select.args.get(with_key)
@@ -104,7 +119,7 @@ def plan_materialized_view(
             f"the outer query with {ranked.alias} <= N",
             position=position_of(ranked.window),
         )
-    source, conjuncts = FromPlanner(catalog, plan_materialized_view, ctes).plan_from(select)
+    source, conjuncts = FromPlanner(catalog, _plan_query, ctes).plan_from(select)
     scope = source.scope
     plan = source.plan
     compiler = ExpressionCompiler(scope)
@@ -181,7 +196,7 @@ def _plan_union_all(union: exp.Union, catalog: Catalog, ctes: dict[str, exp.Expr
             pending += [node.right, node.left]  # left first
         else:
             branches.append(node.this if isinstance(node, exp.Subquery) else node)
-    views = [plan_materialized_view(branch, catalog, ctes) for branch in branches]
+    views = [_plan_query(branch, catalog, ctes) for branch in branches]
     visible = [[c for c in v.columns if not c.hidden] for v in views]
     if any(len(v) != len(visible[0]) for v in visible):
         raise SqlSyntaxError("each UNION query must have the same number of columns", position=position_of(union))
@@ -410,6 +425,10 @@ def _plan_aggregation(
             ", ".join(e.sql("postgres") for e in key_exprs), ", ".join(c.sql("postgres") for c in calls)
         ),
     }
+    if source.append_only:
+        # Only inserts reach the aggregation: a MIN or MAX needs to keep its extreme value alone.
+        plan["append_only"] = True
+        plan["display"] = plan["display"][:-2] + ", append only }"
     if emit_on_window_close:
         if not watermark_keys:
             raise FeatureNotSupported(

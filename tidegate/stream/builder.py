@@ -29,7 +29,8 @@ stored in the catalog, so a restart rebuilds the same operators. Node kinds:
 - ``{"op": "project", "exprs": [SQL, …], "schema": [[name, type], …], "input": …}``;
 - ``{"op": "hash_agg", "group_keys": [i, …], "calls": [{"kind", "arg", ["filter", "distinct",
   "delimiter", "order_by": [{"column", "descending", "nulls_first"}, …]]}, …],
-  "schema": …, ["emit_on_window_close": true,] "input": …}``.
+  "schema": …, ["emit_on_window_close": true,] ["append_only": true,] "input": …}``: ``append_only``
+  when the input only ever inserts rows.
 
 Expressions are DuckDB SQL over the input's positional columns ``_0, _1, …``.
 """
@@ -148,6 +149,7 @@ def build(plan: dict[str, Any], ctx: BuildContext) -> Operator:
             state,
             cache_bytes=ctx.operator_cache_bytes,
             emit_on_window_close=plan.get("emit_on_window_close", False),
+            append_only=plan.get("append_only", False),
         )
     else:
         raise ValueError(f"unknown stream plan node {kind!r}")

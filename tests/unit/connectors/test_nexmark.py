@@ -346,6 +346,31 @@ def test_extra_size_follows_the_setting() -> None:
         assert set(lengths(generate_events(NexmarkConfig(avg_bid_byte_size=average), 1, 1000)["bid"], "extra")) == {0}
 
 
+def test_extras_of_one_event_start_alike_whatever_their_size() -> None:
+    # The size and the offset into the letter pool are separate draws: an event's extra under a
+    # smaller average is a prefix of its extra under a larger one. Sizes up to 12 are held inside
+    # Arrow's string views, longer ones point into the pool; both must be the pool's letters.
+    long = generate_events(NexmarkConfig(avg_bid_byte_size=1000), 1, 3000)["bid"].column("extra").to_pylist()
+    seen: set[int] = set()
+    for average in (32, 33, 35, 40, 44, 46, 100):  # d = 0, 1, 3, 8, 12, 14, 68
+        extras = generate_events(NexmarkConfig(avg_bid_byte_size=average), 1, 3000)["bid"].column("extra")
+        for extra, longer in zip(extras.to_pylist(), long):
+            assert longer.startswith(extra) and re.fullmatch("[a-z]*", extra), (average, extra)
+            seen.add(len(extra))
+    assert {0, 1, 2, 3, 6, 9, 12, 13, 16, 54, 81} <= seen
+
+
+def test_a_source_can_ask_for_its_kind_only() -> None:
+    config = NexmarkConfig()
+    every = generate_events(config, 7, 5000)
+    for kind in ("person", "auction", "bid"):
+        only = generate_events(config, 7, 5000, kinds=[kind])
+        assert list(only) == [kind] and only[kind].equals(every[kind])
+    assert list(generate_events(config, 7, 5000, kinds=["bid", "person"])) == ["person", "bid"]
+    with pytest.raises(ValueError, match="unknown event kinds"):
+        generate_events(config, 7, 10, kinds=["bids"])
+
+
 def test_auctions_last_up_to_twice_the_time_of_the_in_flight_window(spec_sample: dict[str, pa.RecordBatch]) -> None:
     config = NexmarkConfig()
     numbers = numbers_of_kind(config, 1, SPEC_SAMPLE_EVENTS, EventKind.AUCTION)

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 from cache_budget import SpyStore, accounted_and_allocated_bytes
 from scripted import (
     DEL,
@@ -30,6 +31,7 @@ from scripted import (
 )
 
 from tidegate.common.chunk import Chunk
+from tidegate.errors import InternalError
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import MemoryStateStore
 from tidegate.stream.messages import Barrier, Message
@@ -998,3 +1000,100 @@ def test_accounted_bytes_of_the_new_accumulators_follow_what_they_allocate() -> 
         operator = wide_agg([barrier(1), inserts(WIDE, rows), barrier(2)], NEW_CALLS, state=state, cache_bytes=10**12)
         accounted, allocated = accounted_and_allocated_bytes(operator)
         assert 0.75 <= accounted / allocated <= 1.5, (values_per_group, text_length, accounted, allocated)
+
+
+# ---- append-only input: MIN and MAX keep their extreme alone ------------------------------------
+EXTREMES = pa.schema(
+    [("k", pa.int32()), ("v", pa.int64()), ("s", pa.string()), ("t", pa.timestamp("us")), ("f", pa.bool_()),
+     ("x", pa.float64())]
+)  # fmt: skip
+EXTREME_CALLS = [
+    AggCall("max", 1, pa.int64()),
+    AggCall("min", 1, pa.int64(), filter=4),
+    AggCall("max", 2, pa.string()),
+    AggCall("min", 3, pa.timestamp("us")),
+    AggCall("max", 5, pa.float64()),  # floats keep their multiset: NaN and -0.0
+    AggCall("count_star", None, pa.int64()),
+]
+
+
+def extremes_agg(
+    messages: list[Message], append_only: bool, state: StateTable | None = None, cache_bytes: int | None = None
+) -> HashAgg:
+    fields = [EXTREMES.field(0), *(pa.field(f"a{j}", c.output_type) for j, c in enumerate(EXTREME_CALLS))]
+    return HashAgg(
+        ScriptedSource(EXTREMES, messages),
+        [0],
+        EXTREME_CALLS,
+        pa.schema(fields),
+        state,
+        cache_bytes=cache_bytes,
+        append_only=append_only,
+    )
+
+
+def extremes_state(store: MemoryStateStore) -> StateTable:
+    schema, pk = agg_state_schema(pa.schema([EXTREMES.field(0)]), 1)
+    return StateTable(store, 1, schema, pk)
+
+
+def random_inserts(seed: int, epochs: int) -> list[list[Chunk]]:
+    rng = random.Random(seed)
+    base = 1_600_000_000_000_000
+
+    def value(make: object) -> object:
+        return None if rng.random() < 0.1 else make
+
+    def row() -> tuple:
+        text = rng.choice(["", "a", "ab", "b", "é", "z" * 30])
+        time = pa.scalar(base + rng.randrange(10**6), pa.timestamp("us")).as_py()
+        number = rng.choice([0.0, -0.0, 1.5, math.nan, -2.0])
+        return (rng.randrange(6), value(rng.randrange(-50, 50)), value(text), value(time), value(rng.random() < 0.5),
+                value(number))  # fmt: skip
+
+    return [
+        [inserts(EXTREMES, [row() for _ in range(rng.randrange(1, 30))]) for _ in range(rng.randrange(1, 4))]
+        for _ in range(epochs)
+    ]
+
+
+def comparable(output: list[Message]) -> list[list[tuple]]:
+    """Per barrier, the changes with NaN spelled out (NaN objects never compare equal)."""
+    return [
+        [(op, tuple("NaN" if isinstance(v, float) and math.isnan(v) else v for v in row)) for op, row in changes]
+        for changes in per_barrier(output)
+    ]
+
+
+def test_append_only_min_and_max_give_the_answers_of_the_multisets() -> None:
+    for seed in range(5):
+        epochs = random_inserts(seed, epochs=8)
+        expected = comparable(run(extremes_agg(stream(epochs), append_only=False)))
+        assert comparable(run(extremes_agg(stream(epochs), append_only=True))) == expected, seed
+
+
+def test_append_only_min_and_max_keep_one_value_in_state_and_recover_from_it() -> None:
+    epochs = random_inserts(7, epochs=10)
+    expected = comparable(run(extremes_agg(stream(epochs), append_only=False)))
+    split = 5
+    for cache_bytes in (None, 2_000):
+        store = MemoryStateStore()
+        first = extremes_agg(stream(epochs[:split]), append_only=True, state=extremes_state(store))
+        assert comparable(run(first)) == expected[: split + 1]
+        for _, accumulators in state_groups(store.snapshot(1, split)).values():
+            assert all(len(accumulators[j][0]) <= 1 for j in range(4)), accumulators
+        recovered = extremes_agg(
+            stream(epochs[split:], first_epoch=100, prev=split),
+            append_only=True,
+            state=extremes_state(store),
+            cache_bytes=cache_bytes,
+        )
+        output = comparable(run(recovered))
+        assert output[0] == [] and output[1:] == expected[split + 1 :], cache_bytes
+
+
+def test_append_only_aggregation_refuses_a_delete() -> None:
+    row = (1, 5, "a", None, True, 1.0)
+    messages = [barrier(1), inserts(EXTREMES, [row]), deletes(EXTREMES, [row]), barrier(2)]
+    with pytest.raises(InternalError, match="append-only"):
+        run(extremes_agg(messages, append_only=True))

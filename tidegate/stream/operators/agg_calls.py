@@ -29,7 +29,7 @@ from __future__ import annotations
 import decimal
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
@@ -103,6 +103,15 @@ def new_accumulator(call: AggCall) -> Any:
     return [0, 0]  # signed sum, non-null count
 
 
+def accumulators_factory(calls: list[AggCall]) -> Callable[[], list[Any]]:
+    """What makes a new group's accumulators: a copy of one list when they are all counters (ints,
+    which are never changed in place), else one ``new_accumulator`` per call."""
+    template = [new_accumulator(c) for c in calls]
+    if all(isinstance(a, int) for a in template):
+        return template.copy
+    return lambda: [new_accumulator(c) for c in calls]
+
+
 # ---- the per-chunk reductions ------------------------------------------------
 def partial_items(call: AggCall, sign: str, input_schema: pa.Schema) -> list[str]:
     """The columns the partial query computes for ``call`` per group: none for a multiset call and for
@@ -123,6 +132,14 @@ def partial_items(call: AggCall, sign: str, input_schema: pa.Schema) -> list[str
     return items
 
 
+def extreme_items(call: AggCall) -> list[str]:
+    """The partial query's columns for a MIN or MAX call over an append-only input: the extreme value
+    and the number of rows holding a value (passing the FILTER, not NULL)."""
+    assert call.kind in ("min", "max") and call.arg is not None, call
+    value = f"_{call.arg}" if call.filter is None else f"CASE WHEN _{call.filter} THEN _{call.arg} END"
+    return [f"{call.kind}({value})", f"count({value})::BIGINT"]
+
+
 @dataclass
 class ValueQuery:
     """One value query: per (group, sort values, value), a signed count per FILTER of the calls it serves."""
@@ -133,13 +150,16 @@ class ValueQuery:
     uses: list[tuple[int, int]] = field(default_factory=list)  # (call index, its count column)
 
 
-def value_queries(calls: list[AggCall], group_keys: list[int], input_schema: pa.Schema) -> list[ValueQuery]:
-    """The value queries of the multiset calls: one per argument, sort columns and NULL handling."""
+def value_queries(
+    calls: list[AggCall], group_keys: list[int], input_schema: pa.Schema, reduced: Collection[int] = ()
+) -> list[ValueQuery]:
+    """The value queries of the multiset calls: one per argument, sort columns and NULL handling.
+    The calls of ``reduced`` (their index) are left out: the partial query serves them."""
     sign = f"_{len(input_schema)}"
     keys = [f"_{k}" for k in group_keys]
     by_source: dict[tuple[int, tuple[int, ...], bool], tuple[list[int | None], list[int]]] = {}
     for j, call in enumerate(calls):
-        if not call.multiset:
+        if not call.multiset or j in reduced:
             continue
         assert call.arg is not None
         source = (call.arg, tuple(k.column for k in call.order_by), call.keeps_nulls)
@@ -261,6 +281,21 @@ def _plain(key: Any) -> Any:
     if isinstance(key, _NotANumber):
         return math.nan
     return key
+
+
+def arrow_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
+    """Output values as an array of ``arrow_type``, converted as ``to_arrow_values`` says.
+
+    Integers and floats are first handed to Arrow as they are: its conversions of ints, floats,
+    bools and decimals agree with ``int()`` and ``float()``, and it refuses the values they would
+    convert differently (which then take the per-value path).
+    """
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type):
+        try:
+            return pa.array(values, type=arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+    return pa.array(to_arrow_values(list(values), arrow_type), type=arrow_type)
 
 
 def to_arrow_values(values: list[Any], arrow_type: pa.DataType) -> list[Any]:

@@ -59,7 +59,8 @@ class NexmarkSource(GeneratorSource):
 
     def generate(self, first: int, count: int) -> Chunk | None:
         """The rows of this source's kind among events ``[first, first + count)``."""
-        batch = generate_events(self.options.config, first, count)[_KIND_NAMES[self.options.kind]]
+        kind = _KIND_NAMES[self.options.kind]
+        batch = generate_events(self.options.config, first, count, kinds=[kind])[kind]
         if batch.num_rows == 0:
             return None
         numbers = np.arange(first, first + count, dtype=np.int64)
