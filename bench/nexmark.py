@@ -612,8 +612,8 @@ def table_note(args: argparse.Namespace) -> str:
         "RisingWave's Nexmark runs discard it).",
         "- events/s = events / (CREATE MATERIALIZED VIEW -> every source at its end -> FLUSH committed); "
         "events/CPU-s (the worker's CPU, all threads) compares with Flink's published Throughput/Cores.",
-        "- vs generator = events/s / `generate_events` alone; a view that reads k sources runs k generators, "
-        "which caps it at 1/k.",
+        "- vs generator = events/s / `generate_events` of every kind alone; a source generates only its own "
+        "kind (a view over one source may exceed 1), and a view that reads k sources runs k generators.",
         f"- vs DuckDB = events/s / DuckDB batch events/s (1 thread, best of {args.duckdb_repeat}); DuckDB's "
         "answer is the check (row count and per-column sums; only the count for ROW_NUMBER queries).",
         "- barrier p50/p99 = `duration_ms` (injection -> commit) of the checkpoints committed during the run.",
