@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tidegate.common.guarantee import DeliveryGuarantee
 from tidegate.config import ServerConfig, load_config, parse_size
 from tidegate.errors import InvalidParameterValue
 from tidegate.meta.database import Database
@@ -83,6 +84,35 @@ Press Ctrl-C to stop."""
 START_BANNER = "tidegate is serving {data_dir} on {{host}}:{{port}} (psql -h {{host}} -p {{port}} -d dev -U root)"
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from tidegate.verify import services
+    from tidegate.verify.command import EXPECTATIONS, VerifySettings, report, run_guarantee
+
+    try:
+        settings = VerifySettings(
+            kafka=services.kafka_bootstrap(args.kafka),
+            postgres=services.postgres_url(args.postgres),
+            kills=args.kills,
+            seed=args.seed,
+            keys=args.keys,
+            rate=args.rate,
+            work_dir=args.work_dir,
+            failpoints=args.failpoints,
+        )
+    except InvalidParameterValue as error:
+        print(f"tidegate verify: {error}", file=sys.stderr)
+        return 2
+    guarantees = list(DeliveryGuarantee) if args.guarantee == "all" else [DeliveryGuarantee(args.guarantee)]
+    print(f"tidegate verify: {args.kills} kills per guarantee, seed {args.seed}, {args.rate} records/s")
+    results = [run_guarantee(g, settings) for g in guarantees]
+    print()
+    print(report(results))
+    print()
+    for result in results:
+        print(f"{'holds' if result.holds else 'DOES NOT HOLD'}: {EXPECTATIONS[result.guarantee]}")
+    return 0 if all(r.holds for r in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tidegate", description="A streaming SQL database.")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
@@ -113,8 +143,34 @@ def main(argv: list[str] | None = None) -> int:
         "postgresql://USER@HOST:PORT/DATABASE?schema=NAME (schema default tidegate; password from the URL or "
         "PGPASSWORD); kept for the data dir",
     )
+    verify = commands.add_parser(
+        "verify", help="kill a live Kafka → view → sinks pipeline at random and audit every output, per guarantee"
+    )
+    verify.add_argument(
+        "--guarantee",
+        default="all",
+        choices=["all", *(g.value for g in DeliveryGuarantee)],
+        help="the delivery guarantee to check, or all three (default)",
+    )
+    verify.add_argument("--kills", type=int, default=5, help="SIGKILLs per guarantee (default 5)")
+    verify.add_argument("--seed", type=int, default=1, help="seeds the workload and the kill times (default 1)")
+    verify.add_argument("--rate", type=int, default=2000, help="records per second into Kafka (default 2000)")
+    verify.add_argument("--keys", type=int, default=16, help="keys, each with its own sequence (default 16)")
+    verify.add_argument("--kafka", metavar="HOST:PORT", help="a Kafka broker (default: start scripts/start-kafka.sh)")
+    verify.add_argument(
+        "--postgres", metavar="URL", help="a PostgreSQL server (default: start scripts/start-postgres.sh)"
+    )
+    verify.add_argument("--work-dir", type=Path, help="where data dirs, output files and logs go (default: /tmp)")
+    verify.add_argument(
+        "--failpoints",
+        default="sink_before_delivery=0.02",
+        help="extra crash points in the engine, name=probability,… (default: sink_before_delivery=0.02, "
+        "a kill between a checkpoint's commit and its delivery to the sinks); '' for none",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "verify":
+        return _verify(args)
     if args.command == "playground":
         host, port = args.listen
         with tempfile.TemporaryDirectory(prefix="tidegate-playground-") as playground_dir:

@@ -24,12 +24,20 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
+from tidegate.batch.connector_views import sinks_table, source_errors_table
 from tidegate.common.duck import connect, translate_error
 from tidegate.common.functions import postgres_function_message
 from tidegate.common.result import Column, QueryResult
 from tidegate.common.sqltext import name_select_items, position_of, to_duckdb
 from tidegate.common.types import TEXT, SqlType, from_arrow
-from tidegate.errors import FeatureNotSupported, JobFailed, TidegateError, UndefinedFunction, UndefinedRelation
+from tidegate.errors import (
+    FeatureNotSupported,
+    JobFailed,
+    TidegateError,
+    UndefinedFunction,
+    UndefinedRelation,
+    WrongObjectType,
+)
 from tidegate.meta.catalog import Relation, RelationKind
 from tidegate.meta.database import Database
 from tidegate.meta.runtime import MAX_FAILURES
@@ -82,6 +90,10 @@ def referenced_relations(
         relation = database.catalog.get(name)
         if relation is None:
             raise UndefinedRelation(f'relation "{name}" does not exist', position=position_of(table))
+        if relation.kind is RelationKind.SINK:
+            raise WrongObjectType(
+                f'"{name}" is a sink: query the relation it reads, or its target', position=position_of(table)
+            )
         if relation.kind is RelationKind.SOURCE:
             # A source stores nothing: only a view over it runs its generator.
             raise FeatureNotSupported(
@@ -195,6 +207,8 @@ def _declared_types(statement: exp.Expression, database: Database) -> dict[str, 
 SYSTEM_TABLES = (
     "tidegate_checkpoints",
     "tidegate_jobs",
+    "tidegate_sinks",
+    "tidegate_source_errors",
     "tidegate_state_store",
     "tidegate_source_progress",
     "tidegate_watermarks",
@@ -225,6 +239,10 @@ def system_tables(statement: exp.Expression, database: Database) -> dict[str, pa
         tables["tidegate_source_progress"] = _source_progress_table(database)
     if "tidegate_watermarks" in names:
         tables["tidegate_watermarks"] = _watermarks_table(database)
+    if "tidegate_sinks" in names:
+        tables["tidegate_sinks"] = sinks_table(database)
+    if "tidegate_source_errors" in names:
+        tables["tidegate_source_errors"] = source_errors_table(database)
     return tables
 
 

@@ -25,11 +25,13 @@ class RelationKind(StrEnum):
     MATERIALIZED_VIEW = "materialized view"
     # No storage and no job: every view reading it runs the connector itself.
     SOURCE = "source"
+    # No storage readable by SELECT: a job whose output goes to an external system (its options).
+    SINK = "sink"
 
     @property
     def pg_relkind(self) -> str:
-        # A source is shown as PostgreSQL shows a foreign table.
-        return {"table": "r", "materialized view": "m", "source": "f"}[self.value]
+        # A source is shown as PostgreSQL shows a foreign table; sinks are not listed in pg_class.
+        return {"table": "r", "materialized view": "m", "source": "f", "sink": ""}[self.value]
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,20 @@ class Relation:
     dependencies: list[int] = field(default_factory=list)
     # The stream plan, serialized by ``tidegate.sql.plan``; empty for tables.
     plan: dict[str, Any] = field(default_factory=dict)
-    # A source's WITH options (connector = 'nexmark', …); empty for tables and views.
+    # The WITH options of a source, a sink or a table fed by a connector (connector = 'kafka', …;
+    # FORMAT and ENCODE as the keys format and encode); empty otherwise.
     options: dict[str, str] = field(default_factory=dict)
     # The declared watermark of a table or source (docs/design/20261127_watermarks.md).
     watermark: WatermarkDef | None = None
     # A table that only ever gets inserts: APPEND ONLY, or implied by a WATERMARK.
     append_only: bool = False
+    # A job's delivery guarantee (tidegate.common.guarantee), fixed when it was created.
+    guarantee: str = "exactly_once"
+
+    @property
+    def has_job(self) -> bool:
+        """Whether the relation runs a streaming job (every kind but a source)."""
+        return self.kind is not RelationKind.SOURCE
 
     @property
     def visible_columns(self) -> list[ColumnDef]:
@@ -100,6 +110,7 @@ class Relation:
             if self.watermark is None
             else {"column": self.watermark.column, "delay_us": self.watermark.delay_us},
             "append_only": self.append_only,
+            "guarantee": self.guarantee,
         }
 
     @staticmethod
@@ -120,6 +131,7 @@ class Relation:
             # Both absent before watermarks existed.
             watermark=None if not data.get("watermark") else WatermarkDef(**data["watermark"]),
             append_only=bool(data.get("append_only", False)),
+            guarantee=data.get("guarantee", "exactly_once"),  # absent before delivery guarantees existed
         )
 
 

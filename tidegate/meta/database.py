@@ -20,10 +20,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from tidegate.common.guarantee import DeliveryGuarantee, parse_delivery_guarantee
 from tidegate.config import parse_size
+from tidegate.connectors.read_positions import ReadPositions
 from tidegate.connectors.table_log import TableLog
 from tidegate.connectors.table_writer import TableWriter
-from tidegate.errors import InvalidParameterValue
+from tidegate.errors import FeatureNotSupported, InvalidParameterValue
 from tidegate.meta.catalog import Catalog, Relation, RelationKind
 from tidegate.meta.data_dir_lock import DataDirLock
 from tidegate.meta.meta_store import meta_store_from_url
@@ -38,7 +40,13 @@ log = logging.getLogger(__name__)
 
 # max_replay_bytes: how far a table's log may run past its last checkpoint before writes wait
 # (TableWriter's backpressure), which bounds what a recovery replays.
-SYSTEM_SETTINGS = {"barrier_interval_ms": "1000", "checkpoint_frequency": "1", "max_replay_bytes": str(64 * 2**20)}
+# delivery_guarantee: what jobs created from now on run with, unless they name one (DESIGN §5.8).
+SYSTEM_SETTINGS = {
+    "barrier_interval_ms": "1000",
+    "checkpoint_frequency": "1",
+    "max_replay_bytes": str(64 * 2**20),
+    "delivery_guarantee": DeliveryGuarantee.EXACTLY_ONCE.value,
+}
 NO_CHECKPOINTS = "none"  # --state-store none: state in memory, rebuilt from the table logs at start
 # Trim table logs below the committed offsets once every this many checkpoints.
 LOG_TRUNCATE_EVERY_COMMITS = 10
@@ -86,8 +94,16 @@ class Database:
         self.writers: dict[int, TableWriter] = {}
         interval = int(self.get_system_setting("barrier_interval_ms"))
         operator_cache_bytes = cache_budget_bytes // 2 if cache_budget_bytes else None
+        from tidegate.connectors.sinks import make_sink_target
+
         self.streaming = StreamingManager(
-            self.store, interval, checked=checked, operator_cache_bytes=operator_cache_bytes
+            self.store,
+            interval,
+            checked=checked,
+            operator_cache_bytes=operator_cache_bytes,
+            # at_most_once sources keep their read positions here, across recoveries and restarts.
+            positions=ReadPositions(self.data_dir / "read_positions"),
+            make_sink_target=make_sink_target,
         )
         self.streaming.coordinator.checkpoint_frequency = int(self.get_system_setting("checkpoint_frequency"))
         self._closed = False
@@ -124,7 +140,8 @@ class Database:
     def _recover(self) -> None:
         """Rebuild every job at the committed checkpoint; sources replay their logs from there."""
         relations = self.catalog.relations()
-        tables = [r for r in relations if r.kind is RelationKind.TABLE]
+        # Tables written by INSERT have a log; a table fed by a connector reads its connector instead.
+        tables = [r for r in relations if r.kind is RelationKind.TABLE and not r.plan]
         for relation in tables:
             schema = storage_schema(relation)
             self.logs[relation.id] = TableLog(self.data_dir / "tables" / str(relation.id), schema, fsync=self.fsync)
@@ -223,6 +240,8 @@ class Database:
             value = str(frequency)
         elif name == "max_replay_bytes":
             value = str(_size_setting(name, value, 2**20))
+        elif name == "delivery_guarantee":
+            value = parse_delivery_guarantee(value).value
         self.meta.put(f"setting.{name}", value)
         if name == "max_replay_bytes":
             bound = self._max_replay_bytes()
@@ -247,6 +266,15 @@ class Database:
                 raise
             self.catalog.add(relation)
 
+    def create_connector_table(self, relation: Relation) -> None:
+        """A table fed by a connector: created like a view (its job reads the connector), no log."""
+        self.create_materialized_view(relation)
+
+    def create_sink(self, relation: Relation) -> None:
+        """A sink: created like a view; the first checkpoint commits what it backfilled, which
+        its delivery then sends to the target."""
+        self.create_materialized_view(relation)
+
     def create_source(self, relation: Relation) -> None:
         """A source is only a catalog entry: no storage, no job."""
         with self.ddl_lock:
@@ -254,6 +282,7 @@ class Database:
             self.catalog.add(relation)
 
     def create_materialized_view(self, relation: Relation) -> None:
+        """A view (or any relation whose job has a plan): fully there once CREATE returns, or absent."""
         with self.ddl_lock:
             self.streaming.create_jobs([relation], self.logs, backfill=True)
             try:
@@ -296,6 +325,11 @@ class Database:
         return self.store.snapshot(materialized_table_id(relation.id), epoch)
 
     def writer(self, relation: Relation) -> TableWriter:
+        if relation.plan:
+            raise FeatureNotSupported(
+                f"table \"{relation.name}\" is fed by connector '{relation.options.get('connector')}': "
+                "INSERT, UPDATE, DELETE and COPY are not allowed on it"
+            )
         return self.writers[relation.id]
 
     def close(self) -> None:

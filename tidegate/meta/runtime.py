@@ -7,9 +7,13 @@ an inline checkpoint executor and a fake clock.
 
 This release runs one actor per relation: a table's actor is its log source
 followed by Materialize; a view's actor is its operator tree (fed by the
-actors of the relations it reads, one channel per scan, and by a generator of
-its own for each source it reads) followed by Materialize. A source relation
-has no actor.
+actors of the relations it reads, one channel per scan, and by a reader or
+generator of its own for each source it reads) followed by Materialize; a
+table fed by a connector is built like a view over it; a sink's actor is its
+operator tree followed by Sink, with a ``SinkDelivery`` (its own thread) that
+the runtime keeps across recoveries and tells about every checkpoint commit.
+A source relation has no actor. Each job runs with the delivery guarantee it
+was created with (``Relation.guarantee``).
 
 Recovery at run time (DESIGN §5 step 6): when an actor fails, every actor is
 stopped, epochs that were collected everywhere are still committed, the state
@@ -33,8 +37,12 @@ from typing import Any
 import pyarrow as pa
 
 from tidegate.common.epoch import Clock, EpochGenerator, WallClock
+from tidegate.common.guarantee import DeliveryGuarantee
+from tidegate.connectors.read_positions import ReadPositions
+from tidegate.connectors.sink_target import SinkSpec, SinkTarget
 from tidegate.meta.barrier import BarrierCoordinator, Command, StreamingFailure
 from tidegate.meta.catalog import Relation, RelationKind
+from tidegate.meta.sink_delivery import SinkDelivery, SinkStatus, sink_spec
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import StateStore
 from tidegate.stream.actor import Actor, Dispatcher
@@ -43,6 +51,7 @@ from tidegate.stream.channel import Channel
 from tidegate.stream.messages import AddMutation, Barrier, BarrierKind, StopMutation
 from tidegate.stream.operators.generator_source import GeneratingSource
 from tidegate.stream.operators.materialize import Materialize
+from tidegate.stream.operators.sink import LOG_STORE_PK, Sink, log_store_schema
 from tidegate.stream.operators.table_source import OFFSET_SCHEMA, TableSource
 from tidegate.stream.watermark import WATERMARK_STATE_SCHEMA, WatermarkGenerator, WatermarkSpec, value_to_micros
 
@@ -87,6 +96,8 @@ class _Job:
     sources: list[tuple[int, GeneratingSource]] = field(default_factory=list)
     # The watermark generators the job runs (its table's, its sources'), with the relation of each.
     watermarks: list[tuple[int, WatermarkGenerator]] = field(default_factory=list)
+    # Per Kafka or file source the job reads: the source and its error table's id.
+    error_tables: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -129,10 +140,17 @@ class StreamingRuntime:
         clock: Clock | None = None,
         executor: concurrent.futures.Executor | None = None,
         operator_cache_bytes: int | None = None,
+        positions: ReadPositions | None = None,
+        make_sink_target: Callable[[SinkSpec], SinkTarget] | None = None,
     ) -> None:
+        """``positions``: where at_most_once sources keep their read positions (memory if None);
+        ``make_sink_target``: the sinks' targets (``tidegate.connectors.sinks.make_sink_target``)."""
         self.store = store
         self.checked = checked
         self.operator_cache_bytes = operator_cache_bytes
+        self.positions = positions or ReadPositions(None)
+        self._make_sink_target = make_sink_target
+        self._sinks: dict[int, SinkDelivery] = {}  # kept across recoveries; closed by drop and stop
         self.coordinator = BarrierCoordinator(
             store, EpochGenerator(clock or WallClock(), store.max_committed_epoch), barrier_interval_ms, executor
         )
@@ -161,6 +179,9 @@ class StreamingRuntime:
         if self._coordinator_task is not None:
             await asyncio.gather(self._coordinator_task, return_exceptions=True)
         await self.coordinator.wait_committer()
+        sinks, self._sinks = list(self._sinks.values()), {}
+        for delivery in sinks:
+            await asyncio.get_running_loop().run_in_executor(None, delivery.close)
 
     # ---- commands -----------------------------------------------------------
     async def submit(self, command: Command) -> int:
@@ -242,12 +263,15 @@ class StreamingRuntime:
         new_sources: dict[int, Any],
     ) -> _Job:
         schema = schemas[relation.id]
-        materialized = StateTable(self.store, materialized_table_id(relation.id), schema, relation.pk)
-        table_ids = [materialized.table_id]
+        storage = materialized_table_id(relation.id)
         inputs: list[tuple[int, Channel]] = []
         sources: list[tuple[int, GeneratingSource]] = []
         watermarks: list[tuple[int, WatermarkGenerator]] = []
-        if relation.kind is RelationKind.TABLE:
+        error_tables: list[tuple[int, int]] = []
+        root: Any
+        if relation.kind is RelationKind.TABLE and not relation.plan:
+            materialized = StateTable(self.store, storage, schema, relation.pk)
+            table_ids = [materialized.table_id]
             assert log is not None, relation.name
             offsets = StateTable(self.store, materialized.table_id | 1, OFFSET_SCHEMA, [0])
             table_ids.append(offsets.table_id)
@@ -264,6 +288,7 @@ class StreamingRuntime:
             new_sources[relation.id] = table_source.inject
             root = Materialize(table_source, materialized)
         else:
+            guarantee = DeliveryGuarantee(relation.guarantee)
             ctx = BuildContext(
                 store=self.store,
                 relation_id=relation.id,
@@ -272,20 +297,51 @@ class StreamingRuntime:
                 backfill=backfill,
                 checked=self.checked,
                 operator_cache_bytes=self.operator_cache_bytes,
+                guarantee=guarantee,
+                positions=self.positions,
             )
             chain = build(relation.plan["stream"], ctx)
-            root = Materialize(chain, materialized)
+            if relation.kind is RelationKind.SINK:
+                root = self._sink_root(relation, chain, guarantee)
+            else:
+                root = Materialize(chain, StateTable(self.store, storage, schema, relation.pk))
+            table_ids = [storage]
             inputs = ctx.inputs
             sources = ctx.sources
             watermarks = [(r, s.watermark) for r, s in sources if s.watermark is not None]
+            error_tables = list(ctx.error_tables)
             # The coordinator injects each barrier once per actor: into every source the job runs.
             if ctx.sources:
                 new_sources[relation.id] = _inject_all([source.inject for _, source in ctx.sources])
             table_ids += [(relation.id << 16) | n for n in range(1, ctx._next_state_table)]
         actor = Actor(relation.id, root, Dispatcher(relation.id), self.coordinator, name=relation.name)
         return _Job(
-            relation, actor, table_ids=table_ids, inputs=inputs, log=log, sources=sources, watermarks=watermarks
+            relation,
+            actor,
+            table_ids=table_ids,
+            inputs=inputs,
+            log=log,
+            sources=sources,
+            watermarks=watermarks,
+            error_tables=error_tables,
         )
+
+    def _sink_root(self, relation: Relation, chain: Any, guarantee: DeliveryGuarantee) -> Sink:
+        """The Sink operator over ``chain``, with the sink's delivery (created once, kept across recoveries)."""
+        delivered = [i for i, column in enumerate(relation.columns) if not column.hidden]
+        output = pa.schema([chain.schema.field(i) for i in delivered])
+        log_store = StateTable(self.store, materialized_table_id(relation.id), log_store_schema(output), LOG_STORE_PK)
+        delivery = self._sinks.get(relation.id)
+        if delivery is None:
+            assert self._make_sink_target is not None, "a runtime without sink targets cannot run a sink"
+            delivery = SinkDelivery(
+                sink_spec(relation), guarantee, self.store, log_store.table_id, self._make_sink_target
+            )
+            self._sinks[relation.id] = delivery
+        else:
+            delivery.restarted()
+        force = relation.options.get("force_append_only", "false").strip().lower() == "true"
+        return Sink(chain, log_store, delivery, delivered, guarantee=guarantee, force_append_only=force)
 
     async def drop(self, relation_ids: list[int]) -> list[int]:
         """Stop the jobs of ``relation_ids``; returns their state table ids, which the caller drops
@@ -306,11 +362,17 @@ class StreamingRuntime:
             if job.task is not None:
                 await asyncio.wait({job.task}, timeout=10)
             table_ids += job.table_ids
+            delivery = self._sinks.pop(relation_id, None)
+            if delivery is not None:
+                await asyncio.get_running_loop().run_in_executor(None, delivery.close)
+            self.positions.forget(relation_id)
         return table_ids
 
     # ---- recovery -------------------------------------------------------------
     def _on_commit(self, epoch: int) -> None:
         self._failures.clear()
+        for delivery in self._sinks.values():
+            delivery.committed(epoch)
         for job in self._jobs.values():
             if job.backfill_until is not None and epoch > job.backfill_until:
                 job.backfill_until = None
@@ -423,6 +485,14 @@ class StreamingRuntime:
                 micros = None if value is None else value_to_micros(value, generator.time_type)
                 progress.append(WatermarkProgress(job.relation.id, relation_id, micros, generator.late_rows))
         return progress
+
+    def sink_status(self) -> list[SinkStatus]:
+        """Every sink's delivery, as ``tidegate_sinks`` shows it (read from sessions' threads)."""
+        return [delivery.status() for delivery in list(self._sinks.values())]
+
+    def error_tables(self) -> list[tuple[int, int, int]]:
+        """Per created, running job and Kafka or file source it reads: (job, source, error table id)."""
+        return [(job.relation.id, source, table) for job in self._reported_jobs() for source, table in job.error_tables]
 
     def _reported_jobs(self) -> list[_Job]:
         """The created, running jobs the progress views show; none during a recovery."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from tidegate.connectors.read_positions import ReadPositions
+from tidegate.connectors.sink_target import SinkSpec, SinkTarget
 from tidegate.meta.barrier import BarrierCoordinator
 from tidegate.meta.catalog import Relation
 from tidegate.meta.runtime import JobFailure, StreamingRuntime, storage_schema
@@ -31,13 +33,20 @@ class StreamingManager:
         barrier_interval_ms: int = 1000,
         checked: bool = False,
         operator_cache_bytes: int | None = None,
+        positions: ReadPositions | None = None,
+        make_sink_target: Callable[[SinkSpec], SinkTarget] | None = None,
     ) -> None:
         self.store = store
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tidegate-stream", daemon=True)
         self._thread.start()
         self.runtime = StreamingRuntime(
-            store, barrier_interval_ms, checked=checked, operator_cache_bytes=operator_cache_bytes
+            store,
+            barrier_interval_ms,
+            checked=checked,
+            operator_cache_bytes=operator_cache_bytes,
+            positions=positions,
+            make_sink_target=make_sink_target,
         )
         self._run_coroutine(self.runtime.start())
 

@@ -8,7 +8,7 @@ Close, :mod:`tidegate.server.pgwire_extended`) keeps named statements and
 portals per connection. Catalog queries from psql, psycopg and SQLAlchemy are
 answered by :mod:`tidegate.server.pg_catalog`; everything else goes to
 ``Session.execute``. ``COPY … FROM STDIN`` streams CopyData through
-:mod:`tidegate.server.pgwire_copy` and :mod:`tidegate.server.copy_decode` into
+:mod:`tidegate.server.pgwire_copy` and :mod:`tidegate.common.copy_text` into
 the session's ``CopyIn``.
 
 The other pgwire modules: ``pgwire_messages`` (framing), ``pgwire_values``

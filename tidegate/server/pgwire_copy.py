@@ -5,7 +5,7 @@ megabytes. :class:`CopyBatcher` collects messages until ``batch_bytes_max`` is
 reached, then cuts at the last line boundary (for CSV, the last newline outside
 a quoted field) and hands that prefix on; the remainder starts the next batch.
 So memory stays bounded by about two batches, and every batch is whole lines
-that :func:`tidegate.server.copy_decode.decode_copy` can decode on its own.
+that :func:`tidegate.common.copy_text.decode_copy` can decode on its own.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tidegate.common.copy_text import decode_copy
 from tidegate.common.result import CopyIn
-from tidegate.server.copy_decode import decode_copy
 
 __all__ = ["COPY_BATCH_BYTES", "CopyBatch", "CopyBatcher", "last_line_end", "write_batch"]
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tidegate.common.array_text import parse_array
+from tidegate.common.copy_text import parse_timestamp_text
 from tidegate.common.types import SqlType, format_interval
 from tidegate.errors import (
     FeatureNotSupported,
@@ -31,7 +32,6 @@ from tidegate.errors import (
     InvalidTextRepresentation,
     NumericValueOutOfRange,
 )
-from tidegate.server.copy_decode import parse_timestamp_text
 from tidegate.server.pg_catalog_tables import ARRAY_ELEMENT
 
 __all__ = ["ValueEncoder", "decode_parameter", "encoder_for"]

@@ -18,12 +18,16 @@ from sqlglot import exp
 from tidegate.batch.query import run_select, select_arrow
 from tidegate.common.result import Column, QueryResult
 from tidegate.common.types import TEXT, from_arrow
+from tidegate.connectors.sinks import make_sink_target
+from tidegate.connectors.source_connectors import source_connector
 from tidegate.errors import DuplicateObject, FeatureNotSupported, InvalidParameterValue, SqlError, UndefinedObject
 from tidegate.meta.catalog import Catalog, RelationKind
 from tidegate.meta.database import SYSTEM_SETTINGS, Database
-from tidegate.sql import ddl, dml
+from tidegate.sql import ddl, ddl_connectors, dml
 from tidegate.sql.dialect import (
+    CreateSink,
     CreateSource,
+    DropSink,
     DropSource,
     Explain,
     Flush,
@@ -65,6 +69,8 @@ SETTING_DESCRIPTIONS = {
     "barrier_interval_ms": "Milliseconds between barriers (system-wide, kept across restarts).",
     "checkpoint_frequency": "Every how many barriers one is a checkpoint (system-wide, kept across restarts).",
     "implicit_flush": "A SELECT after this session's own writes first waits for them to be committed.",
+    "delivery_guarantee": "exactly_once, at_least_once or at_most_once: what jobs created from now on run with "
+    "(system-wide, kept across restarts; a job's WITH (delivery_guarantee = …) overrides it).",
 }
 READ_ONLY_SETTINGS = {
     "server_version",
@@ -109,6 +115,10 @@ class Session:
             return self._create_source(statement, sql)
         if isinstance(statement, DropSource):
             return self._drop_source(statement)
+        if isinstance(statement, CreateSink):
+            return self._create_sink(statement, sql)
+        if isinstance(statement, DropSink):
+            return self._drop_sink(statement)
         return self._execute_tree(statement, sql, params)
 
     def describe(self, sql: str, param_oids: list[int]) -> tuple[list[int], list[Column] | None]:
@@ -210,14 +220,20 @@ class Session:
             )
         with self.db.ddl_lock:
             ddl.check_name_free(self.catalog, name_node.name, name_node)
+            guarantee = self.db.get_system_setting("delivery_guarantee")
             if kind == "TABLE":
                 if statement.args.get("expression") is not None:
                     raise FeatureNotSupported("CREATE TABLE … AS is not supported yet")
                 relation = ddl.bind_create_table(statement, self.catalog, self.db.next_relation_id(), sql)
-                self.db.create_table(relation)
+                if ddl_connectors.table_connector(statement) is not None:
+                    relation = ddl_connectors.bind_connector_table(relation, statement, sql, guarantee)
+                    self.db.create_connector_table(relation)
+                else:
+                    self.db.create_table(relation)
                 return QueryResult("CREATE TABLE")
             if kind == "VIEW" and materialized:
                 relation = ddl.bind_create_materialized_view(statement, self.catalog, self.db.next_relation_id(), sql)
+                relation.guarantee = ddl_connectors.view_guarantee(statement, guarantee)
                 self.db.create_materialized_view(relation)
                 return QueryResult("CREATE MATERIALIZED VIEW")
         raise FeatureNotSupported(f"CREATE {'MATERIALIZED ' if materialized else ''}{kind} is not supported")
@@ -229,9 +245,42 @@ class Session:
                 return QueryResult("CREATE SOURCE", notices=[f'relation "{existing.name}" already exists, skipping'])
             if existing is not None:
                 raise DuplicateObject(f'relation "{statement.name}" already exists')
-            relation = ddl.bind_create_source(statement, self.db.next_relation_id(), sql)
+            options = dict(statement.options)
+            if source_connector(options) in ddl_connectors.READER_CONNECTORS:
+                options["connector"] = source_connector(options)
+                relation = ddl_connectors.bind_reader_source(statement, self.db.next_relation_id(), sql, options)
+            else:
+                relation = ddl.bind_create_source(statement, self.db.next_relation_id(), sql)
             self.db.create_source(relation)
         return QueryResult("CREATE SOURCE")
+
+    def _create_sink(self, statement: CreateSink, sql: str) -> QueryResult:
+        with self.db.ddl_lock:
+            existing = self.catalog.get(statement.name)
+            if existing is not None and statement.if_not_exists:
+                return QueryResult("CREATE SINK", notices=[f'relation "{existing.name}" already exists, skipping'])
+            if existing is not None:
+                raise DuplicateObject(f'relation "{statement.name}" already exists')
+            guarantee = self.db.get_system_setting("delivery_guarantee")
+            relation, spec = ddl_connectors.bind_create_sink(
+                statement, self.catalog, self.db.next_relation_id(), sql, guarantee
+            )
+            # A target that cannot be reached or does not fit fails the statement, not the job.
+            target = make_sink_target(spec)
+            try:
+                target.open()
+            finally:
+                target.close()
+            self.db.create_sink(relation)
+        return QueryResult("CREATE SINK")
+
+    def _drop_sink(self, statement: DropSink) -> QueryResult:
+        with self.db.ddl_lock:
+            relations = ddl.bind_drop_sink(statement, self.catalog)
+            if not relations:
+                return QueryResult("DROP SINK", notices=["sink does not exist, skipping"])
+            self.db.drop_relations(relations)
+        return QueryResult("DROP SINK")
 
     def _drop_source(self, statement: DropSource) -> QueryResult:
         with self.db.ddl_lock:
@@ -252,8 +301,8 @@ class Session:
         return QueryResult(tag)
 
     def _show(self, name: str) -> QueryResult:
-        if name in ("tables", "materialized views", "sources"):
-            kinds = {"tables": RelationKind.TABLE, "sources": RelationKind.SOURCE}
+        if name in ("tables", "materialized views", "sources", "sinks"):
+            kinds = {"tables": RelationKind.TABLE, "sources": RelationKind.SOURCE, "sinks": RelationKind.SINK}
             kind = kinds.get(name, RelationKind.MATERIALIZED_VIEW)
             rows = [(r.name,) for r in self.catalog.relations() if r.kind is kind]
             return QueryResult(f"SHOW {len(rows)}", [Column("Name", TEXT)], sorted(rows))

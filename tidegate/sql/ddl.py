@@ -24,7 +24,7 @@ from tidegate.errors import (
     WrongObjectType,
 )
 from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind, WatermarkDef
-from tidegate.sql.dialect import APPEND_ONLY, CreateSource, DropSource, emits_on_window_close
+from tidegate.sql.dialect import APPEND_ONLY, CreateSource, DropSink, DropSource, emits_on_window_close
 from tidegate.sql.plan_from import interval_micros
 from tidegate.sql.planner import plan_materialized_view
 from tidegate.sql.scope import ARRAY_KEY_REASON
@@ -242,6 +242,8 @@ def bind_create_materialized_view(create: exp.Create, catalog: Catalog, relation
         definition=f"{definition}\nEMIT ON WINDOW CLOSE" if emit_on_window_close else definition,
         dependencies=view.dependencies,
         plan=view.plan,
+        # Views over it may rely on it (append-only aggregates, top-N, sinks): it only ever inserts.
+        append_only=view.append_only,
     )
 
 
@@ -266,11 +268,18 @@ def bind_drop_source(drop: DropSource, catalog: Catalog) -> list[Relation]:
     return _drop_targets(catalog, names, RelationKind.SOURCE, drop.if_exists, drop.cascade)
 
 
+def bind_drop_sink(drop: DropSink, catalog: Catalog) -> list[Relation]:
+    names: list[tuple[str, int | None]] = [(name, None) for name in drop.names]
+    return _drop_targets(catalog, names, RelationKind.SINK, drop.if_exists, cascade=False)
+
+
 def _drop_targets(
     catalog: Catalog, names: list[tuple[str, int | None]], expected: RelationKind, if_exists: bool, cascade: bool
 ) -> list[Relation]:
     ordered: list[Relation] = []
-    what = {RelationKind.TABLE: "table", RelationKind.SOURCE: "source"}.get(expected, "materialized view")
+    what = {RelationKind.TABLE: "table", RelationKind.SOURCE: "source", RelationKind.SINK: "sink"}.get(
+        expected, "materialized view"
+    )
     for name, position in names:
         relation = catalog.get(name)
         if relation is None:
@@ -286,7 +295,7 @@ def _drop_targets(
             if dependent.id != relation.id and not cascade and dependent not in ordered:
                 raise DependentObjectsExist(
                     f"cannot drop {relation.kind.value} {relation.name} because other objects depend on it",
-                    hint=f"materialized view {dependent.name} depends on {relation.kind.value} "
+                    hint=f"{dependent.kind.value} {dependent.name} depends on {relation.kind.value} "
                     f"{relation.name}. Use DROP ... CASCADE to drop the dependent objects too.",
                 )
             if all(r.id != dependent.id for r in ordered):
@@ -295,7 +304,8 @@ def _drop_targets(
 
 
 def _drop_word(kind: RelationKind) -> str:
-    return {RelationKind.TABLE: "TABLE", RelationKind.SOURCE: "SOURCE"}.get(kind, "MATERIALIZED VIEW")
+    words = {RelationKind.TABLE: "TABLE", RelationKind.SOURCE: "SOURCE", RelationKind.SINK: "SINK"}
+    return words.get(kind, "MATERIALIZED VIEW")
 
 
 def _dependents_first(catalog: Catalog, relation: Relation) -> list[Relation]:

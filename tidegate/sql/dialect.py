@@ -10,7 +10,9 @@ RisingWave's streaming clauses: ``WATERMARK FOR col AS expr`` in a column list
 (a ``WatermarkColumnConstraint`` item), ``APPEND ONLY`` after CREATE TABLE's
 column list (an ``APPEND_ONLY`` property), and a trailing ``EMIT ON WINDOW
 CLOSE``, which is cut off before sqlglot parses the statement and recorded in
-the tree's ``meta`` (``emits_on_window_close``).
+the tree's ``meta`` (``emits_on_window_close``). Likewise a trailing
+``FORMAT PLAIN ENCODE JSON [(…)]`` of CREATE TABLE/SOURCE/SINK is cut off and
+recorded (``format_encode_of``). CREATE SINK and DROP SINK are typed statements.
 """
 
 from __future__ import annotations
@@ -138,7 +140,45 @@ class DropSource:
     cascade: bool = False
 
 
-Statement = exp.Expression | Flush | Show | SetVariable | Explain | TransactionControl | CreateSource | DropSource
+@dataclass(frozen=True)
+class FormatEncode:
+    """``FORMAT PLAIN|UPSERT ENCODE JSON|CSV|PARQUET [(key = 'value', …)]``, words upper-cased."""
+
+    format: str
+    encode: str
+    options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class CreateSink:
+    """``CREATE SINK name FROM relation | AS query WITH (…) [FORMAT … ENCODE …]``."""
+
+    name: str
+    from_name: str | None  # FROM relation
+    query: str | None  # AS query (its text)
+    options: tuple[tuple[str, str], ...]
+    format_encode: FormatEncode | None = None
+    if_not_exists: bool = False
+
+
+@dataclass(frozen=True)
+class DropSink:
+    names: tuple[str, ...]
+    if_exists: bool = False
+
+
+Statement = (
+    exp.Expression
+    | Flush
+    | Show
+    | SetVariable
+    | Explain
+    | TransactionControl
+    | CreateSource
+    | DropSource
+    | CreateSink
+    | DropSink
+)
 
 _SET = re.compile(
     r"^\s*SET\s+(?:(?:SESSION|LOCAL)\s+)?([A-Za-z_][\w.]*)\s*(?:=|\s+TO\s+)\s*(.+?)\s*;?\s*$",
@@ -159,6 +199,17 @@ _DROP_SOURCE = re.compile(
     rf"^\s*DROP\s+SOURCE\s+(IF\s+EXISTS\s+)?({_IDENTIFIER}(?:\s*,\s*{_IDENTIFIER})*)\s*(CASCADE|RESTRICT)?\s*$",
     re.IGNORECASE | re.DOTALL,
 )
+_CREATE_SINK = re.compile(
+    rf"^\s*CREATE\s+SINK\s+(IF\s+NOT\s+EXISTS\s+)?({_IDENTIFIER})\s+(FROM|AS)\s+(.*)$", re.IGNORECASE | re.DOTALL
+)
+_DROP_SINK = re.compile(
+    rf"^\s*DROP\s+SINK\s+(IF\s+EXISTS\s+)?({_IDENTIFIER}(?:\s*,\s*{_IDENTIFIER})*)\s*(?:CASCADE|RESTRICT)?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_FORMAT_ENCODE = re.compile(
+    r"FORMAT\s+([A-Za-z_]+)\s+ENCODE\s+([A-Za-z_]+)\s*(\(.*\))?\s*;?\s*$", re.IGNORECASE | re.DOTALL
+)
+_FORMAT_ENCODE_META = "format_encode"
 _OPTION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=\s*('(?:[^']|'')*'|[\w.+-]+)\s*$", re.DOTALL)
 
 
@@ -210,6 +261,10 @@ def parse_statement(sql: str) -> Statement:
         return Explain(match.group(1))
     if match := _CREATE_SOURCE.match(stripped):
         return _create_source(match)
+    if match := _CREATE_SINK.match(stripped):
+        return _create_sink(match)
+    if match := _DROP_SINK.match(stripped):
+        return DropSink(tuple(_identifier(n) for n in _split_top_level(match.group(2))), bool(match.group(1)))
     if match := _DROP_SOURCE.match(stripped):
         names = tuple(_identifier(n) for n in _split_top_level(match.group(2)))
         return DropSource(names, bool(match.group(1)), (match.group(3) or "").upper() == "CASCADE")
@@ -218,6 +273,7 @@ def parse_statement(sql: str) -> Statement:
 
 def parse_sql(sql: str) -> exp.Expression:
     sql, emit_on_window_close = _cut_emit_on_window_close(sql)
+    sql, format_encode = cut_format_encode(sql)
     try:
         expressions = sqlglot.parse(sql, read=Tidegate)
     except ParseError as error:
@@ -236,7 +292,32 @@ def parse_sql(sql: str) -> exp.Expression:
         if not (view or isinstance(statement, exp.Query)):
             raise SqlSyntaxError('syntax error at or near "EMIT"', position=len(sql) + 2)
         statement.meta[_EMIT_ON_WINDOW_CLOSE] = True
+    if format_encode is not None:
+        if not (isinstance(statement, exp.Create) and (statement.args.get("kind") or "").upper() == "TABLE"):
+            raise SqlSyntaxError('syntax error at or near "FORMAT"')
+        statement.meta[_FORMAT_ENCODE_META] = format_encode
     return statement  # type: ignore[return-value]
+
+
+def format_encode_of(statement: exp.Expression) -> FormatEncode | None:
+    """The ``FORMAT … ENCODE …`` clause parse_sql cut off a CREATE TABLE, if it had one."""
+    return statement.meta.get(_FORMAT_ENCODE_META)
+
+
+def cut_format_encode(sql: str) -> tuple[str, FormatEncode | None]:
+    """``sql`` without a trailing top-level ``FORMAT x ENCODE y [(…)]``, and that clause."""
+    if "format" not in sql.lower():
+        return sql, None
+    top_level = {i for i, _, depth in _unquoted(sql) if depth == 0}
+    for match in reversed(list(re.finditer(r"\bFORMAT\b", sql, re.IGNORECASE))):
+        if match.start() not in top_level:
+            continue
+        clause = _FORMAT_ENCODE.match(sql, match.start())
+        if clause is None:
+            continue
+        options = _options(clause.group(3)[1:-1]) if clause.group(3) else ()
+        return sql[: match.start()].rstrip(), FormatEncode(clause.group(1).upper(), clause.group(2).upper(), options)
+    return sql, None
 
 
 _CLOSE = re.compile(r"\bCLOSE\b", re.IGNORECASE)
@@ -273,9 +354,11 @@ def _syntax_error(sql: str, error: ParseError) -> SqlSyntaxError:
 
 
 def _create_source(match: re.Match[str]) -> CreateSource:
-    """``CREATE SOURCE name [(column type, …)] WITH (key = 'value', …)``."""
+    """``CREATE SOURCE name [(column type, …)] WITH (key = 'value', …) [FORMAT … ENCODE …]``.
+
+    The format and encode words are kept as the options ``format`` and ``encode``."""
     name = _identifier(match.group(2))
-    rest = match.group(3).strip()
+    rest, format_encode = cut_format_encode(match.group(3).strip())
     columns: tuple[tuple[str, str], ...] | None = None
     watermarks: list[exp.WatermarkColumnConstraint] = []
     if rest.startswith("("):
@@ -289,6 +372,14 @@ def _create_source(match: re.Match[str]) -> CreateSource:
     inside, rest = _parenthesized(with_match.group(1))
     if rest.strip():
         raise SqlSyntaxError(f'syntax error at or near "{rest.split()[0]}"')
+    options = _options(inside)
+    if format_encode is not None:
+        options += (("format", format_encode.format), ("encode", format_encode.encode), *format_encode.options)
+    return CreateSource(name, columns, options, bool(match.group(1)), tuple(watermarks))
+
+
+def _options(inside: str) -> tuple[tuple[str, str], ...]:
+    """``key = 'value', …`` (the inside of a WITH (…)): keys lower-cased, in order, none twice."""
     options: list[tuple[str, str]] = []
     for item in _split_top_level(inside):
         option = _OPTION.match(item)
@@ -299,7 +390,29 @@ def _create_source(match: re.Match[str]) -> CreateSource:
             raise SqlError(f'option "{key}" specified more than once')
         value = option.group(2)
         options.append((key, value[1:-1].replace("''", "'") if value.startswith("'") else value))
-    return CreateSource(name, columns, tuple(options), bool(match.group(1)), tuple(watermarks))
+    return tuple(options)
+
+
+def _create_sink(match: re.Match[str]) -> CreateSink:
+    name = _identifier(match.group(2))
+    rest, format_encode = cut_format_encode(match.group(4).strip())
+    # The options are the last top-level WITH (…) that runs to the end (a query's CTEs read ``WITH name AS``).
+    top_level = {i for i, _, depth in _unquoted(rest) if depth == 0}
+    body = options_text = None
+    for with_match in reversed(list(re.finditer(r"\bWITH\s*\(", rest, re.IGNORECASE))):
+        if with_match.start() not in top_level:
+            continue
+        inside, after = _parenthesized(rest[with_match.end() - 1 :])
+        if not after.strip():
+            body, options_text = rest[: with_match.start()].strip(), inside
+            break
+    if body is None or options_text is None:
+        raise SqlSyntaxError("CREATE SINK needs WITH (connector = '…', …) after its FROM relation or AS query")
+    if match.group(3).upper() == "FROM":
+        if not re.fullmatch(_IDENTIFIER, body):
+            raise SqlSyntaxError(f"CREATE SINK … FROM names one relation, got {body!r}; write AS SELECT … instead")
+        return CreateSink(name, _identifier(body), None, _options(options_text), format_encode, bool(match.group(1)))
+    return CreateSink(name, None, body, _options(options_text), format_encode, bool(match.group(1)))
 
 
 _WATERMARK = re.compile(r"^\s*WATERMARK\s+FOR\b", re.IGNORECASE)

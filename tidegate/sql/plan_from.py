@@ -37,6 +37,7 @@ from tidegate.errors import (
     InvalidParameterValue,
     UndefinedColumn,
     UndefinedRelation,
+    WrongObjectType,
 )
 from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind
 from tidegate.sql.plan_top_n import ranking_item, take_rank_bound
@@ -115,6 +116,11 @@ class FromPlanner:
             relation = self.catalog.get(name)
             if relation is None:
                 raise UndefinedRelation(f'relation "{name}" does not exist', position=position_of(item))
+            if relation.kind is RelationKind.SINK:
+                raise WrongObjectType(
+                    f'"{name}" is a sink: its rows go to its target, nothing reads them here',
+                    position=position_of(item),
+                )
             return relation_input(relation, alias)
         if isinstance(item, exp.Subquery):
             alias = item.alias or None
@@ -429,23 +435,30 @@ def _watermark_index(relation: Relation) -> int:
 
 def scan_plan(relation: Relation) -> dict[str, Any]:
     if relation.kind is RelationKind.SOURCE:
-        # The view's job runs the source's generator itself (docs/design/20261127_nexmark_source.md).
-        plan: dict[str, Any] = {
-            "op": "source",
-            "relation_id": relation.id,
-            "connector": relation.options["connector"].lower(),
-            "options": dict(relation.options),
-            "schema": [[c.name, type_text(c.type)] for c in relation.columns],
-            "display": f"StreamSource {{ {relation.name} }}",
-        }
-        if relation.watermark is not None:
-            delay_us = relation.watermark.delay_us
-            plan["watermark"] = {"column": _watermark_index(relation), "delay_us": delay_us}
-            plan["display"] = (
-                f"StreamSource {{ {relation.name}, watermark: {relation.watermark.column} - {delay_us} us }}"
-            )
-        return plan
+        return source_plan(relation)
     return {"op": "scan", "relation_id": relation.id, "display": f"StreamScan {{ {relation.name} }}"}
+
+
+def source_plan(relation: Relation) -> dict[str, Any]:
+    """The plan node that reads a source (or the connector of a table fed by one) inside a job.
+
+    Each job reading a source runs it itself (docs/design/20261127_nexmark_source.md), with the
+    source's offsets in the job's own state."""
+    plan: dict[str, Any] = {
+        "op": "source",
+        "relation_id": relation.id,
+        "connector": relation.options["connector"].lower(),
+        "options": dict(relation.options),
+        "schema": [[c.name, type_text(c.type)] for c in relation.columns],
+        "display": f"StreamSource {{ {relation.name} }}",
+    }
+    if "encode" in relation.options:
+        plan["encode"] = relation.options["encode"]
+    if relation.watermark is not None:
+        delay_us = relation.watermark.delay_us
+        plan["watermark"] = {"column": _watermark_index(relation), "delay_us": delay_us}
+        plan["display"] = f"StreamSource {{ {relation.name}, watermark: {relation.watermark.column} - {delay_us} us }}"
+    return plan
 
 
 def interval_micros(node: exp.Expression, what: str = "a window size", *, zero_allowed: bool = False) -> int:

@@ -250,7 +250,10 @@ def _plan_union_all(union: exp.Union, catalog: Catalog, ctes: dict[str, exp.Expr
             for b, view in enumerate(views)
         )
     ]
-    return PlannedView(columns, pk, {"stream": plan}, dependencies, watermark_columns=watermarks)
+    append_only = all(view.append_only for view in views)
+    return PlannedView(
+        columns, pk, {"stream": plan}, dependencies, append_only=append_only, watermark_columns=watermarks
+    )
 
 
 def _union_types(branches: list[list[ColumnDef]]) -> list[SqlType]:

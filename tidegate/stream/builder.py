@@ -5,10 +5,10 @@ stored in the catalog, so a restart rebuilds the same operators. Node kinds:
 
 - ``{"op": "scan", "relation_id": R}``: the stream of relation R (its changes,
   preceded by its snapshot when the job is being created: backfill);
-- ``{"op": "source", "relation_id": R, "connector": "nexmark"|"datagen", "options": {…},
-  "schema": [[name, type], …], ["watermark": {"column": i, "delay_us": d}]}``: a
-  generator of source R's events, run inside this job (the options are validated
-  by ``connectors.nexmark_options`` / ``datagen_options``), with the source's WATERMARK if it has one;
+- ``{"op": "source", "relation_id": R, "connector": "nexmark"|"datagen"|"kafka"|"file", "options": {…},
+  "schema": [[name, type], …], ["encode": "JSON"|"CSV",] ["watermark": {"column": i, "delay_us": d}]}``:
+  source R read (or generated) inside this job, with its offsets in the job's state (the options
+  are validated by the connector's own ``*_options`` module), with the source's WATERMARK if it has one;
 - ``{"op": "union", "inputs": [plan, …], "schema": [[name, type], …]}``: UNION ALL, the
   inputs merged with barrier alignment (each already projected to ``schema``);
 - ``{"op": "hash_join", "join_type": "inner"|"left"|"right"|"full"|"left_semi"|"left_anti",
@@ -37,14 +37,18 @@ Expressions are DuckDB SQL over the input's positional columns ``_0, _1, …``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
+from tidegate.common.guarantee import DeliveryGuarantee
 from tidegate.common.types import parse_type_name
 from tidegate.connectors.datagen_options import parse_datagen_options
 from tidegate.connectors.nexmark_options import parse_nexmark_options
+from tidegate.connectors.read_positions import ReadPositions
+from tidegate.connectors.source_errors import SOURCE_ERRORS_SCHEMA
 from tidegate.connectors.table_writer import ROW_ID_COLUMN
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import StateStore
@@ -53,7 +57,7 @@ from tidegate.stream.operator import CheckedOperator, Operator
 from tidegate.stream.operators.backfill import Backfill
 from tidegate.stream.operators.datagen_source import DatagenSource
 from tidegate.stream.operators.filter import Filter
-from tidegate.stream.operators.generator_source import GeneratingSource, GeneratorSource
+from tidegate.stream.operators.generator_source import GeneratingSource
 from tidegate.stream.operators.hash_agg import AggCall, HashAgg, SortKey, agg_state_schema
 from tidegate.stream.operators.hash_join import HashJoin, join_state_schema
 from tidegate.stream.operators.hop_window import HopWindow
@@ -96,6 +100,12 @@ class BuildContext:
     inputs: list[tuple[int, Channel]] = field(default_factory=list)
     # Filled by the builder: the sources this job runs itself, with the source relation each generates.
     sources: list[tuple[int, GeneratingSource]] = field(default_factory=list)
+    # Filled by the builder: per Kafka or file source read, the source and its error table's id.
+    error_tables: list[tuple[int, int]] = field(default_factory=list)
+    # The job's delivery guarantee: barrier alignment, and whether sources rewind on recovery.
+    guarantee: DeliveryGuarantee = DeliveryGuarantee.EXACTLY_ONCE
+    # Where at_most_once sources keep their read positions across recoveries.
+    positions: ReadPositions = field(default_factory=lambda: ReadPositions(None))
     _next_state_table: int = 1
 
     def next_state_table_id(self) -> int:
@@ -117,7 +127,9 @@ def build(plan: dict[str, Any], ctx: BuildContext) -> Operator:
         return _checked(receiver, ctx)
     if kind == "union":
         inputs = [build(branch, ctx) for branch in plan["inputs"]]
-        return _checked(Merge(inputs, schema_from_plan(plan["schema"]), ctx.actor_id), ctx)
+        return _checked(
+            Merge(inputs, schema_from_plan(plan["schema"]), ctx.actor_id, aligned=ctx.guarantee.aligned), ctx
+        )
     if kind == "source":
         return _checked(_build_source(plan, ctx), ctx)
     if kind == "hash_join":
@@ -180,6 +192,7 @@ def _build_join(plan: dict[str, Any], ctx: BuildContext) -> HashJoin:
         right_state=states[1],
         actor_id=ctx.actor_id,
         cache_bytes=ctx.operator_cache_bytes,
+        aligned=ctx.guarantee.aligned,
     )
 
 
@@ -225,27 +238,57 @@ def _build_temporal_filter(plan: dict[str, Any], child: Operator, ctx: BuildCont
     return TemporalFilter(child, plan["time_column"], bounds, plan["input_pk"], state)
 
 
-def _build_source(plan: dict[str, Any], ctx: BuildContext) -> GeneratorSource:
-    assert plan["connector"] in ("nexmark", "datagen"), plan["connector"]
-    offsets = StateTable(ctx.store, ctx.next_state_table_id(), OFFSET_SCHEMA, [0])
+def _build_source(plan: dict[str, Any], ctx: BuildContext) -> Operator:
+    connector = plan["connector"]
+    assert connector in ("nexmark", "datagen", "kafka", "file"), connector
+    offsets_table_id = ctx.next_state_table_id()
     schema = schema_from_plan(plan["schema"])
     watermark = None
     if plan.get("watermark") is not None:
         spec = WatermarkSpec(plan["watermark"]["column"], plan["watermark"]["delay_us"])
         state = StateTable(ctx.store, ctx.next_state_table_id(), WATERMARK_STATE_SCHEMA, [0])
         watermark = WatermarkGenerator(spec, schema.field(spec.column).type, state)
-    source: GeneratorSource
-    if plan["connector"] == "datagen":
+    source: Operator
+    if connector in ("kafka", "file"):
+        errors = StateTable(ctx.store, ctx.next_state_table_id(), SOURCE_ERRORS_SCHEMA, [0])
+        build_reader, offsets_schema = _reader(connector)
+        source = build_reader(
+            plan,
+            StateTable(ctx.store, offsets_table_id, offsets_schema, [0]),
+            errors,
+            schema,
+            ctx.actor_id,
+            guarantee=ctx.guarantee,
+            positions=ctx.positions,
+            source_id=plan["relation_id"],
+            watermark=watermark,
+        )
+        ctx.error_tables.append((plan["relation_id"], errors.table_id))
+    elif connector == "datagen":
+        offsets = StateTable(ctx.store, offsets_table_id, OFFSET_SCHEMA, [0])
         # The declared columns: the plan's schema without the hidden row number at its end.
         declared = [(name, parse_type_name(type_text)) for name, type_text in plan["schema"] if name != ROW_ID_COLUMN]
         options = parse_datagen_options(plan["options"], declared)
         source = DatagenSource(options, offsets, schema, ctx.actor_id, watermark=watermark)
     else:
+        offsets = StateTable(ctx.store, offsets_table_id, OFFSET_SCHEMA, [0])
         source = NexmarkSource(
             parse_nexmark_options(plan["options"]), offsets, schema, ctx.actor_id, watermark=watermark
         )
-    ctx.sources.append((plan["relation_id"], source))
+    ctx.sources.append((plan["relation_id"], cast(GeneratingSource, source)))
     return source
+
+
+def _reader(connector: str) -> tuple[Callable[..., Operator], pa.Schema]:
+    """The builder and offsets schema of a Kafka or file source (imported here: a job without a
+    Kafka source never loads the Kafka client)."""
+    if connector == "kafka":
+        from tidegate.stream.operators.kafka_source import KAFKA_OFFSETS_SCHEMA, build_kafka_source
+
+        return build_kafka_source, KAFKA_OFFSETS_SCHEMA
+    from tidegate.stream.operators.file_source import FILE_OFFSETS_SCHEMA, build_file_source
+
+    return build_file_source, FILE_OFFSETS_SCHEMA
 
 
 def _checked(operator: Operator, ctx: BuildContext) -> Operator:

@@ -98,7 +98,9 @@ def test_source_errors_name_the_problem(tmp_path: Path) -> None:
             db.execute("CREATE SOURCE s (v JSONB) WITH (connector = 'datagen')")
         with pytest.raises(DuplicateColumn, match="_row_id"):
             db.execute("CREATE SOURCE s (_row_id BIGINT) WITH (connector = 'datagen')")
-        with pytest.raises(FeatureNotSupported, match="nexmark and datagen"):
+        with pytest.raises(FeatureNotSupported, match="nexmark, datagen, kafka, file"):
+            db.execute("CREATE SOURCE s (v INT) WITH (connector = 'pulsar')")
+        with pytest.raises(InvalidParameterValue, match="FORMAT PLAIN ENCODE JSON"):
             db.execute("CREATE SOURCE s (v INT) WITH (connector = 'kafka')")
         db.execute(
             "CREATE SOURCE s (v INT, t TIMESTAMPTZ) WITH (connector = 'datagen', datagen.rows.num = '5', "

@@ -118,8 +118,8 @@ def test_source_errors_name_the_problem(tmp_path: Path) -> None:
             db.execute("CREATE SOURCE s WITH (connector = 'nexmark', nexmark.table.typo = 'bid')")
         with pytest.raises(InvalidParameterValue, match="person, auction or bid"):
             db.execute("CREATE SOURCE s WITH (connector = 'nexmark', nexmark.table.type = 'bids')")
-        with pytest.raises(FeatureNotSupported, match="kafka"):
-            db.execute("CREATE SOURCE s WITH (connector = 'kafka', topic = 't')")
+        with pytest.raises(FeatureNotSupported, match="pulsar"):
+            db.execute("CREATE SOURCE s WITH (connector = 'pulsar', topic = 't')")
         with pytest.raises(InvalidTableDefinition, match="fixed"):
             db.execute("CREATE SOURCE s (a BIGINT) WITH (connector = 'nexmark', nexmark.table.type = 'bid')")
         db.execute(

@@ -1,23 +1,17 @@
 """The meta store contract against a real PostgreSQL server, and what only the PostgreSQL store does.
 
-The server is the one ``TIDEGATE_TEST_POSTGRES_URL`` names (``.ci/run`` starts
-one with ``scripts/start-postgres.sh``). Without it, this module starts its own
-through that script, on a free port with its files in a temporary directory, and
-stops it at the end. When PostgreSQL is not installed here and cannot be, the
-tests are skipped, unless ``TIDEGATE_REQUIRE_POSTGRES`` is set (CI sets it):
-then they fail. Each test works in a fresh schema, dropped after it.
+The server is the one of the shared ``postgres_url`` fixture (tests/conftest.py):
+the one ``TIDEGATE_TEST_POSTGRES_URL`` names, or one the fixture starts; without
+PostgreSQL the tests are skipped, or fail when ``TIDEGATE_REQUIRE_POSTGRES`` is
+set. Each test works in a fresh schema, dropped after it.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import os
 import secrets
-import shutil
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,11 +35,6 @@ from tidegate.meta.meta_store import (
 )
 from tidegate.meta.meta_store_postgres import PostgresMetaStore
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-START_SCRIPT = REPO_ROOT / "scripts" / "start-postgres.sh"
-# start-postgres.sh's exit status when PostgreSQL is not installed here and cannot be.
-EXIT_UNAVAILABLE = 3
-
 # The behaviour every meta store shares: the tests of test_meta_store.py that take only the
 # ``make_store`` factory, run here against PostgreSQL.
 CONTRACT = [
@@ -59,41 +48,6 @@ def with_schema(url: str, schema: str) -> str:
     parts = urlsplit(url)
     query = [*parse_qsl(parts.query, keep_blank_values=True), ("schema", schema)]
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A URL of a database on a running PostgreSQL server, without a schema."""
-    url = os.environ.get("TIDEGATE_TEST_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    # Not pytest's tmp_path: run as root, the script runs the server as an unprivileged user, who
-    # cannot enter pytest's private temporary directory.
-    server_dir = Path(tempfile.mkdtemp(prefix="tidegate-pg-test-"))
-    environment = {**os.environ, "TIDEGATE_PG_DIR": str(server_dir), "TIDEGATE_PG_PORT": str(free_port())}
-
-    def script(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(START_SCRIPT), *arguments],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            stdin=subprocess.DEVNULL,
-        )
-
-    try:
-        started = script()
-        if started.returncode != 0:
-            reason = f"scripts/start-postgres.sh exited {started.returncode}: {started.stderr.strip()[-3000:]}"
-            if started.returncode == EXIT_UNAVAILABLE and not os.environ.get("TIDEGATE_REQUIRE_POSTGRES"):
-                pytest.skip(f"no PostgreSQL here ({reason}); set TIDEGATE_REQUIRE_POSTGRES=1 to fail instead")
-            pytest.fail(reason)
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        script("--stop")
-        shutil.rmtree(server_dir, ignore_errors=True)
 
 
 @pytest.fixture

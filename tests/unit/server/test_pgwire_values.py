@@ -9,10 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from tidegate.common.copy_text import decode_copy
 from tidegate.common.result import Column
 from tidegate.common.types import BOOLEAN, DATE, INTEGER, TIMESTAMP, VARCHAR, SqlType, array_of
 from tidegate.errors import FeatureNotSupported, InvalidTextRepresentation, StringDataRightTruncation
-from tidegate.server.copy_decode import decode_copy
 from tidegate.server.pg_catalog_tables import TYPES
 from tidegate.server.pgwire_values import decode_parameter, encoder_for
 

@@ -127,7 +127,9 @@ class HashJoin(Operator):
         right_state: StateTable,
         actor_id: int,
         cache_bytes: int | None = None,
+        aligned: bool = True,
     ) -> None:
+        """``aligned=False``: at_least_once barriers (``merge.aligned_messages``)."""
         assert join_type in JOIN_TYPES, join_type
         assert left_keys and len(left_keys) == len(right_keys), (left_keys, right_keys)
         self.left, self.right = left, right
@@ -135,6 +137,7 @@ class HashJoin(Operator):
         self.schema = schema
         self.actor_id = actor_id
         self.condition = condition
+        self.aligned = aligned
         left_mode = {"left": "outer", "full": "outer", "left_semi": "semi", "left_anti": "anti"}.get(join_type)
         right_mode = "outer" if join_type in ("right", "full") else None
         self.sides = (
@@ -158,7 +161,9 @@ class HashJoin(Operator):
     async def execute(self) -> AsyncIterator[Message]:
         started = False
         inputs = [self.left, self.right]
-        async with contextlib.aclosing(aligned_messages(inputs, self.actor_id, self.name)) as messages:
+        async with contextlib.aclosing(
+            aligned_messages(inputs, self.actor_id, self.name, aligned=self.aligned)
+        ) as messages:
             async for index, message in messages:
                 if isinstance(message, Barrier):
                     for side in self.sides:

@@ -1,4 +1,8 @@
-"""Decode the data of ``COPY … FROM STDIN`` into an Arrow table.
+"""Decode PostgreSQL text into Arrow: the data of ``COPY … FROM STDIN``, and source records.
+
+Shared by COPY (the pgwire server) and the Kafka and file sources' decoder
+(``tidegate.connectors.record_decode``, which uses ``cast_text`` column by column), so both
+read values as PostgreSQL's input functions do.
 
 The pgwire server (``tidegate.server.pgwire``) cuts the client's CopyData
 stream into batches that end at a line boundary and calls :func:`decode_copy`
@@ -85,8 +89,8 @@ def decode_copy(
         values = raw.column(index).combine_chunks()
         if format == "text":
             values = _unescape_column(values)
-        context = _Context(column, first_line + header_lines)
-        arrays.append(_cast(values, column.type, context))
+        context = TextContext(column, first_line + header_lines)
+        arrays.append(cast_text(values, column.type, context))
     return pa.Table.from_arrays(arrays, schema=_schema(columns))
 
 
@@ -175,7 +179,7 @@ def _find_line(data: bytes, line_text: str, header: bool, first_line: int) -> in
     return None
 
 
-class _Context:
+class TextContext:
     """Where a column's values came from, for error messages."""
 
     def __init__(self, column: Column, first_row_line: int) -> None:
@@ -187,10 +191,10 @@ class _Context:
         return cls(f"{message} (COPY line {self.first_row_line + row}, column {self.column.name}{shown})")
 
 
-class _ElementContext(_Context):
+class _ElementContext(TextContext):
     """The elements of an array column, flattened: an error names the row of the element's array."""
 
-    def __init__(self, outer: _Context, rows: np.ndarray) -> None:
+    def __init__(self, outer: TextContext, rows: np.ndarray) -> None:
         super().__init__(outer.column, outer.first_row_line)
         self.rows = rows
 
@@ -227,12 +231,12 @@ def _first_bad(values: pa.Array, good: pa.Array) -> tuple[int, str]:
     return index, values[index].as_py()
 
 
-def _cast(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+def cast_text(values: pa.Array, sql_type: SqlType, context: TextContext) -> pa.Array:
     caster = _CASTERS.get(sql_type.kind, _cast_string)
     return caster(values, sql_type, context)
 
 
-def _cast_string(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+def _cast_string(values: pa.Array, sql_type: SqlType, context: TextContext) -> pa.Array:
     if sql_type.length is not None:
         too_long = pc.greater(pc.utf8_length(values), sql_type.length)
         if pc.any(too_long).as_py():
@@ -246,7 +250,7 @@ def _cast_string(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.A
     return values
 
 
-def _cast_integer(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+def _cast_integer(values: pa.Array, sql_type: SqlType, context: TextContext) -> pa.Array:
     try:
         return pc.cast(values, sql_type.arrow)
     except pa.ArrowInvalid:
@@ -271,7 +275,7 @@ def _cast_integer(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.
     )
 
 
-def _cast_float(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+def _cast_float(values: pa.Array, sql_type: SqlType, context: TextContext) -> pa.Array:
     try:
         return pc.cast(pc.utf8_trim_whitespace(values), sql_type.arrow)
     except pa.ArrowInvalid:
@@ -290,7 +294,7 @@ def _cast_float(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Ar
     return pa.array(result, type=sql_type.arrow)
 
 
-def _cast_numeric(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+def _cast_numeric(values: pa.Array, sql_type: SqlType, context: TextContext) -> pa.Array:
     target = sql_type.arrow
     try:
         return pc.cast(values, target)
@@ -322,7 +326,7 @@ def _cast_numeric(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.
     return pa.array(result, type=target)
 
 
-def _cast_boolean(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+def _cast_boolean(values: pa.Array, sql_type: SqlType, context: TextContext) -> pa.Array:
     words = pc.utf8_lower(pc.utf8_trim_whitespace(values))
     is_true = pc.is_in(words, value_set=pa.array(_TRUE_WORDS))
     is_false = pc.is_in(words, value_set=pa.array(_FALSE_WORDS))
@@ -333,7 +337,7 @@ def _cast_boolean(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.
     return pc.if_else(pc.is_null(values), pa.scalar(None, pa.bool_()), is_true)
 
 
-def _cast_temporal(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+def _cast_temporal(values: pa.Array, sql_type: SqlType, context: TextContext) -> pa.Array:
     try:
         return pc.cast(pc.utf8_trim_whitespace(values), sql_type.arrow)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -341,7 +345,7 @@ def _cast_temporal(values: pa.Array, sql_type: SqlType, context: _Context) -> pa
     return _per_value(values, sql_type, context, _TEMPORAL_PARSERS[sql_type.kind])
 
 
-def _per_value(values: pa.Array, sql_type: SqlType, context: _Context, parse: Callable[[str], Any]) -> pa.Array:
+def _per_value(values: pa.Array, sql_type: SqlType, context: TextContext, parse: Callable[[str], Any]) -> pa.Array:
     result: list[Any] = []
     for row, text in enumerate(values.to_pylist()):
         if text is None:
@@ -462,7 +466,7 @@ def parse_interval_text(text: str) -> tuple[int, int, int]:
     return months, days, nanos
 
 
-def _cast_array(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+def _cast_array(values: pa.Array, sql_type: SqlType, context: TextContext) -> pa.Array:
     assert sql_type.element is not None
     lists: list[list[str | None] | None] = []
     for row, text in enumerate(values.to_pylist()):
@@ -472,15 +476,15 @@ def _cast_array(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Ar
             raise context.error(InvalidTextRepresentation, e.message, row, None) from None
     parsed = pa.array(lists, pa.list_(pa.string()))
     rows = pc.list_parent_indices(parsed).to_numpy(zero_copy_only=False)
-    elements = _cast(parsed.flatten(), sql_type.element, _ElementContext(context, rows))
+    elements = cast_text(parsed.flatten(), sql_type.element, _ElementContext(context, rows))
     return pa.ListArray.from_arrays(parsed.offsets, elements, type=sql_type.arrow, mask=parsed.is_null())
 
 
-def _cast_interval(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+def _cast_interval(values: pa.Array, sql_type: SqlType, context: TextContext) -> pa.Array:
     return _per_value(values, sql_type, context, parse_interval_text)
 
 
-def _cast_bytea(values: pa.Array, sql_type: SqlType, context: _Context) -> pa.Array:
+def _cast_bytea(values: pa.Array, sql_type: SqlType, context: TextContext) -> pa.Array:
     return _per_value(values, sql_type, context, _parse_bytea)
 
 
@@ -494,7 +498,7 @@ _TEMPORAL_PARSERS: dict[str, Callable[[str], Any]] = {
 # PostgreSQL names these types by their short names in input errors.
 _SHORT_NAMES = {"timestamp without time zone": "timestamp", "time without time zone": "time"}
 
-_CASTERS: dict[str, Callable[[pa.Array, SqlType, _Context], pa.Array]] = {
+_CASTERS: dict[str, Callable[[pa.Array, SqlType, TextContext], pa.Array]] = {
     "smallint": _cast_integer,
     "integer": _cast_integer,
     "bigint": _cast_integer,

@@ -8,6 +8,7 @@ import decimal
 import pyarrow as pa
 import pytest
 
+from tidegate.common.copy_text import decode_copy
 from tidegate.common.result import Column
 from tidegate.common.types import (
     BIGINT,
@@ -33,7 +34,6 @@ from tidegate.errors import (
     NumericValueOutOfRange,
     StringDataRightTruncation,
 )
-from tidegate.server.copy_decode import decode_copy
 from tidegate.server.pgwire_copy import CopyBatcher, last_line_end
 
 ORDERS = [

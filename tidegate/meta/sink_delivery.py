@@ -1,0 +1,244 @@
+"""SinkDelivery: one sink's target and the thread that delivers to it (DESIGN §5 step 4, §7).
+
+The sink's job runs on the stream loop; everything that talks to the external system runs here,
+on the sink's own thread, one call at a time, so a slow or unreachable target never stalls the
+loop or the checkpoints.
+
+- ``exactly_once``: after each checkpoint commit the runtime calls ``committed(N)``. The thread
+  reads the sink's log store at N (committed state: only what the checkpoint covers), keeps the
+  entries of epochs after the one the target last recorded, and hands them to
+  ``SinkTarget.deliver(N, …)``, which applies them and records N in one transaction. The target's
+  record is read on the first delivery after a start, so a crash between the checkpoint commit
+  and the target's commit redelivers exactly what the target lacks. A failed delivery is retried
+  with backoff; meanwhile the log store keeps the changes and checkpoints go on.
+- ``at_least_once`` / ``at_most_once``: ``submit`` queues changes for ``SinkTarget.write``;
+  ``drained`` (awaited by the sink operator at a barrier under at_least_once) returns once the
+  queue is written and raises a write's error, which fails the job (it recovers and replays).
+
+``status`` is what ``tidegate_sinks`` shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tidegate.common.failpoints import failpoint
+from tidegate.common.guarantee import DeliveryGuarantee
+from tidegate.connectors.sink_target import OP_FIELD, SinkSpec, SinkTarget
+from tidegate.errors import InternalError
+from tidegate.meta.catalog import Relation
+from tidegate.state.store import StateStore
+from tidegate.stream.operators.sink import EPOCH_FIELD, SEQUENCE_FIELD
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def sink_spec(relation: Relation) -> SinkSpec:
+    """What a sink's target gets: the visible columns, the key, the type and the options."""
+    options = relation.options
+    visible = [c for c in relation.columns if not c.hidden]
+    names = [c.name for c in visible]
+    key = [names.index(name) for name in options.get("primary_key", "").split(",") if name]
+    # What tidegate itself consumes is not the connector's business.
+    consumed = ("format", "encode", "type", "primary_key", "force_append_only")
+    connector_options = {k: v for k, v in options.items() if k not in consumed}
+    return SinkSpec(
+        sink_id=relation.id,
+        name=relation.name,
+        column_names=names,
+        column_types=[c.type for c in visible],
+        key=key,
+        sink_type=options["type"],
+        options=connector_options,
+        format=options.get("format"),
+        encode=options.get("encode"),
+    )
+
+
+@dataclass(frozen=True)
+class SinkStatus:
+    """One sink, as ``tidegate_sinks`` shows it."""
+
+    sink_id: int
+    guarantee: str
+    delivered_epoch: int  # exactly_once: the last epoch the target recorded; 0 before it is known
+    committed_epoch: int  # the last checkpoint the deliverer was told about
+    delivered_rows: int  # changes handed to the target since this process started
+    last_error: str | None  # the last failed delivery or write, while it keeps failing
+    error_at: float | None
+
+
+class SinkDelivery:
+    def __init__(
+        self,
+        spec: SinkSpec,
+        guarantee: DeliveryGuarantee,
+        store: StateStore,
+        log_table_id: int,
+        make_target: Callable[[SinkSpec], SinkTarget],
+    ) -> None:
+        self.spec = spec
+        self.guarantee = guarantee
+        self.store = store
+        self.log_table_id = log_table_id
+        self._make_target = make_target
+        self._target: SinkTarget | None = None
+        self._condition = threading.Condition()
+        self._closed = False
+        self._committed = store.max_committed_epoch
+        self._known_delivered: int | None = None  # read from the target on the first delivery
+        self._delivered_epoch = 0
+        self._queue: deque[pa.Table] = deque()
+        self._writing = False
+        self._write_error: BaseException | None = None
+        self.delivered_rows = 0
+        self.last_error: str | None = None
+        self.error_at: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"tidegate-sink-{spec.name}", daemon=True)
+        self._thread.start()
+
+    # ---- the SinkOutput protocol (called on the stream loop) ----------------------------------
+    @property
+    def delivered_epoch(self) -> int:
+        return self._delivered_epoch
+
+    def submit(self, changes: pa.Table) -> None:
+        with self._condition:
+            self._queue.append(changes)
+            self._condition.notify_all()
+
+    async def drained(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._wait_drained)
+
+    def check(self) -> None:
+        with self._condition:
+            error, self._write_error = self._write_error, None
+        if error is not None:
+            raise InternalError(f"sink {self.spec.name} could not write: {error}") from error
+
+    # ---- called by the runtime ---------------------------------------------------------------
+    def committed(self, epoch: int) -> None:
+        """Checkpoint ``epoch`` committed: deliver the log store up to it (exactly_once)."""
+        with self._condition:
+            self._committed = max(self._committed, epoch)
+            self._condition.notify_all()
+
+    def restarted(self) -> None:
+        """The job was rebuilt (recovery): what was queued for writing belongs to a run that failed."""
+        with self._condition:
+            self._queue.clear()
+            self._write_error = None
+            self._condition.notify_all()
+
+    def status(self) -> SinkStatus:
+        return SinkStatus(
+            self.spec.sink_id,
+            self.guarantee.value,
+            self._delivered_epoch,
+            self._committed,
+            self.delivered_rows,
+            self.last_error,
+            self.error_at,
+        )
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+        self._thread.join(30)
+        if self._target is not None:
+            self._target.close()
+            self._target = None
+
+    # ---- the delivery thread -------------------------------------------------------------------
+    def _wait_drained(self) -> None:
+        with self._condition:
+            while (self._queue or self._writing) and self._write_error is None and not self._closed:
+                self._condition.wait()
+        self.check()
+
+    def _has_work(self) -> bool:
+        if self._queue:
+            return True
+        return self.guarantee is DeliveryGuarantee.EXACTLY_ONCE and self._committed > self._delivered_epoch
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            with self._condition:
+                while not self._closed and not self._has_work():
+                    self._condition.wait()
+                if self._closed:
+                    return
+                batches = list(self._queue)
+                self._queue.clear()
+                self._writing = bool(batches)
+                committed = self._committed
+            try:
+                target = self._open()
+                if batches:
+                    changes = pa.concat_tables(batches)
+                    target.write(changes)
+                    self.delivered_rows += changes.num_rows
+                if self.guarantee is DeliveryGuarantee.EXACTLY_ONCE and committed > self._delivered_epoch:
+                    self._deliver(target, committed)
+                failures = 0
+                self.last_error = self.error_at = None
+            except Exception as error:  # the target is down or refused: report, back off, retry
+                failures += 1
+                self._failed(error, batches)
+                time.sleep(RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S)) - 1])
+            finally:
+                with self._condition:
+                    self._writing = False
+                    self._condition.notify_all()
+
+    def _open(self) -> SinkTarget:
+        if self._target is None:
+            target = self._make_target(self.spec)
+            target.open()
+            self._target = target
+        return self._target
+
+    def _deliver(self, target: SinkTarget, committed: int) -> None:
+        if self._known_delivered is None:
+            self._known_delivered = target.last_delivered_epoch()
+        entries = self.store.snapshot(self.log_table_id, committed)
+        entries = entries.filter(pc.greater(entries.column(EPOCH_FIELD), self._known_delivered))
+        if entries.num_rows:
+            entries = entries.sort_by([(EPOCH_FIELD, "ascending"), (SEQUENCE_FIELD, "ascending")])
+            changes = entries.drop_columns([EPOCH_FIELD, SEQUENCE_FIELD])
+            changes = changes.rename_columns([OP_FIELD, *self.spec.column_names])
+            failpoint("sink_before_delivery")  # checkpoint committed, target not yet told
+            target.deliver(committed, changes)
+            failpoint("sink_after_delivery")
+            self.delivered_rows += changes.num_rows
+            self._known_delivered = committed
+        self._delivered_epoch = committed
+
+    def _failed(self, error: Exception, batches: list[pa.Table]) -> None:
+        self.last_error = f"{type(error).__name__}: {error}"
+        self.error_at = time.time()
+        log.warning("sink %s: %s", self.spec.name, self.last_error)
+        if self._target is not None:
+            try:
+                self._target.close()
+            except Exception:  # closing a broken connection may fail too; it is dropped either way
+                log.debug("closing the target of sink %s failed", self.spec.name, exc_info=True)
+            self._target = None
+        self._known_delivered = None  # ask the target again: the failed delivery may have committed
+        if batches:
+            with self._condition:
+                # The writes are lost to this run: the job fails and recovers (at_least_once replays).
+                self._write_error = error
