@@ -51,6 +51,21 @@ def audit(output: str, expected: set[Record], received: list[Record], *, ordered
     return Audit(output, len(expected), len(received), lost, duplicated, out_of_order)
 
 
+def audit_counts(output: str, expected: set[Record], counts: dict[int, int]) -> Audit:
+    """An aggregate output (records per key): a key short of its records lost them, a key over
+    its records holds duplicates."""
+    wanted = Counter(key for key, _ in expected)
+    lost = sum(max(0, n - counts.get(key, 0)) for key, n in wanted.items())
+    duplicated = sum(max(0, n - wanted.get(key, 0)) for key, n in counts.items())
+    return Audit(output, len(expected), sum(counts.values()), lost, duplicated, None)
+
+
+def read_postgres_counts(url: str, table: str) -> dict[int, int]:
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(f'SELECT key, n FROM "{table}"').fetchall()
+    return {int(k): int(n) for k, n in rows}
+
+
 def _record(row: dict[str, object]) -> Record:
     return int(row["key"]), int(row["seq"])  # type: ignore[call-overload]
 

@@ -3,6 +3,7 @@
 Per guarantee: a fresh data directory, fresh topics and a fresh PostgreSQL table; the pipeline
 
     Kafka topics a, b ──▶ view = a UNION ALL b ──▶ sinks: Kafka topic, PostgreSQL table, files
+                                 └──▶ counts = records per key ──▶ upsert sink: PostgreSQL table
 
 runs while the workload produces; the engine is killed with SIGKILL ``kills`` times at random
 moments (seeded) and restarted each time; then the workload stops, the pipeline drains, and every
@@ -10,7 +11,8 @@ output — the view too — is audited. What each guarantee should show (DESIGN 
 
 - exactly_once: nothing lost, nothing duplicated, nothing out of order, in every output;
 - at_least_once: nothing lost; sinks duplicate what they wrote after the last checkpoint before
-  each kill (the view does not: its state rolls back with its sources' offsets);
+  each kill (the views do not: their state rolls back with their sources' offsets, and the upsert
+  sink only ever writes the counts the view had);
 - at_most_once: nothing duplicated; the view and the sinks lose what was read after the last
   checkpoint before each kill.
 """
@@ -22,6 +24,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +33,21 @@ import psycopg
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tidegate.common.guarantee import DeliveryGuarantee
-from tidegate.verify.audit import Audit, audit, read_files, read_kafka, read_postgres
+from tidegate.errors import InternalError
+from tidegate.verify.audit import (
+    Audit,
+    audit,
+    audit_counts,
+    read_files,
+    read_kafka,
+    read_postgres,
+    read_postgres_counts,
+)
 from tidegate.verify.engine import Engine
 from tidegate.verify.workload import SequenceWorkload
 
 DRAIN_TIMEOUT_S = 180.0
+COUNTS = "postgres upsert"  # the output of records per key, through an upsert sink
 
 
 @dataclass(frozen=True)
@@ -80,8 +93,8 @@ def run_guarantee(
     _create_topics(settings.kafka, {topics[0]: 2, topics[1]: 2, output_topic: 1})
     with psycopg.connect(settings.postgres, autocommit=True) as connection:
         connection.execute(f'CREATE TABLE "{table}" (key INT, seq BIGINT, arrival BIGSERIAL)')
-    environment = {"TIDEGATE_FAILPOINTS": settings.failpoints} if settings.failpoints else {}
-    engine = Engine(work / "data", work / "tidegate.log", environment)
+        connection.execute(f'CREATE TABLE "{table}_counts" (key INT PRIMARY KEY, n BIGINT)')
+    engine = Engine(work / "data", work / "tidegate.log")
     engine.start()
     engine.execute(f"SET delivery_guarantee = '{guarantee.value}'")
     for name, topic in zip(("a", "b"), topics, strict=True):
@@ -104,9 +117,17 @@ def run_guarantee(
     engine.execute(
         f"CREATE SINK {run}_files FROM {view} WITH (connector = 'file', path = '{files}') FORMAT PLAIN ENCODE JSON"
     )
+    engine.execute(f"CREATE MATERIALIZED VIEW {run}_counts AS SELECT key, count(*) AS n FROM {view} GROUP BY key")
+    engine.execute(
+        f"CREATE SINK {run}_pg_upsert FROM {run}_counts WITH (connector = 'postgres', url = '{settings.postgres}', "
+        f"table = '{table}_counts', type = 'upsert')"
+    )
     workload = SequenceWorkload(settings.kafka, topics, settings.keys, settings.rate, settings.seed)
     chooser = random.Random(settings.seed)
     workload.start()
+    # Failpoints from the first restart on: the pipeline's DDL above runs undisturbed.
+    if settings.failpoints:
+        engine.environment["TIDEGATE_FAILPOINTS"] = settings.failpoints
     try:
         for kill in range(settings.kills):
             time.sleep(chooser.uniform(*settings.kill_after_s))
@@ -118,6 +139,8 @@ def run_guarantee(
         workload.stop()
     if not engine.running:
         _restart(engine)
+    if engine.failpoint_kills:
+        say(f"  {guarantee.value}: {engine.failpoint_kills} more kills by failpoints ({settings.failpoints})")
     say(f"  {guarantee.value}: {len(workload.acknowledged)} records produced; waiting for the outputs to settle")
     expected = set(workload.acknowledged)
     readers: dict[str, Callable[[], list[tuple[int, int]]]] = {
@@ -126,40 +149,50 @@ def run_guarantee(
         "postgres": lambda: read_postgres(settings.postgres, table),
         "files": lambda: read_files(files),
     }
+    readers[COUNTS] = lambda: sorted(read_postgres_counts(settings.postgres, f"{table}_counts").items())
     received = _settle(engine, readers, expected)
     engine.stop()
+    counts = dict(received.pop(COUNTS))
     audits = [audit(name, expected, rows, ordered=name != "view") for name, rows in received.items()]
+    audits.append(audit_counts(COUNTS, expected, counts))
     shutil.rmtree(work / "data", ignore_errors=True)
-    return GuaranteeResult(guarantee, audits, engine.kills, len(expected))
+    return GuaranteeResult(guarantee, audits, engine.kills + engine.failpoint_kills, len(expected))
 
 
 def _restart(engine: Engine) -> None:
     """Start again; a failpoint may kill it again during recovery, so retry a few times."""
     for _ in range(10):
+        engine.kill()  # counts a failpoint's kill
         engine.start()
         if engine.running:
             return
-        engine.kills += 1
-    engine.start()
+    raise InternalError(f"tidegate kept dying during recovery; see {engine.log_path}")
 
 
 def _settle(
     engine: Engine, readers: dict[str, Callable[[], list[tuple[int, int]]]], expected: set[tuple[int, int]]
 ) -> dict[str, list[tuple[int, int]]]:
-    """Read every output until each holds every expected record or stops changing for a while."""
+    """Read every output until each holds every expected record (the counts output: every key's
+    count) or the outputs stop changing for a while."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    last: dict[str, int] = {}
+    wanted_counts = sorted(Counter(key for key, _ in expected).items())
+    last: dict[str, list[tuple[int, int]]] = {}
     stable = 0
     while True:
         if not engine.running:
             _restart(engine)
-        engine.execute("FLUSH")
-        time.sleep(1.0)
-        received = {name: read() for name, read in readers.items()}
-        counts = {name: len(rows) for name, rows in received.items()}
-        complete = all(expected <= set(rows) for rows in received.values())
-        stable = stable + 1 if counts == last else 0
-        last = counts
+        try:
+            engine.execute("FLUSH")
+            time.sleep(1.0)
+            received = {name: read() for name, read in readers.items()}
+        except psycopg.OperationalError:
+            continue  # a failpoint killed it: restart and read again
+        complete = all(
+            sorted(rows) == wanted_counts if name == COUNTS else expected <= set(rows)
+            for name, rows in received.items()
+        )
+        stable = stable + 1 if received == last else 0
+        last = received
         if (complete and stable >= 1) or stable >= 4 or time.monotonic() > deadline:
             return received
 

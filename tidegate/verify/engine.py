@@ -33,6 +33,7 @@ class Engine:
         self.environment = environment or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.kills = 0
+        self.failpoint_kills = 0  # deaths by an engine failpoint (TIDEGATE_FAILPOINTS)
 
     @property
     def dsn(self) -> str:
@@ -69,10 +70,17 @@ class Engine:
         return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        """SIGKILL; a process a failpoint already killed counts as killed (``failpoint_kills``)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait()
             self.kills += 1
+            self.process = None
+        elif self.process.returncode == -signal.SIGKILL:
+            self.failpoint_kills += 1
+            self.process = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
