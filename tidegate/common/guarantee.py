@@ -24,8 +24,8 @@ class DeliveryGuarantee(StrEnum):
 
     @property
     def aligned(self) -> bool:
-        """Whether operators with several inputs align barriers."""
-        return self is DeliveryGuarantee.EXACTLY_ONCE
+        """Whether operators with several inputs align barriers (only at_least_once reads on)."""
+        return self is not DeliveryGuarantee.AT_LEAST_ONCE
 
     @property
     def rewinds(self) -> bool:
