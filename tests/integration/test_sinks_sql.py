@@ -222,3 +222,41 @@ def test_delivery_guarantee_setting(db: Any) -> None:
     assert rows == [("s1", "at_least_once"), ("s2", "at_most_once")]
     with pytest.raises(InvalidParameterValue, match="delivery_guarantee"):
         db.execute("CREATE MATERIALIZED VIEW v3 WITH (retention = '1') AS SELECT k FROM t")
+
+
+def test_kafka_table_to_kafka_upsert_sink(db: Any, kafka_bootstrap: str) -> None:
+    from kafka_helpers import consume_all, create_topic, produce, unique_topic
+
+    topic = unique_topic("orders")
+    output = unique_topic("revenue")
+    create_topic(kafka_bootstrap, topic, partitions=3)
+    orders = [json.dumps({"id": i, "cat": f"c{i % 3}", "amount": 1.5}) for i in range(10)]
+    produce(kafka_bootstrap, topic, [*orders, "{bad"])
+    db.execute(
+        f"CREATE TABLE orders (id INT, cat VARCHAR, amount DECIMAL) WITH (connector = 'kafka', topic = '{topic}', "
+        f"properties.bootstrap.server = '{kafka_bootstrap}', scan.startup.mode = 'earliest') FORMAT PLAIN ENCODE JSON"
+    )
+    db.execute("CREATE MATERIALIZED VIEW rev AS SELECT cat, count(*) AS n FROM orders GROUP BY cat")
+    db.execute(
+        f"CREATE SINK rev_out FROM rev WITH (connector = 'kafka', topic = '{output}', "
+        f"properties.bootstrap.server = '{kafka_bootstrap}') FORMAT UPSERT ENCODE JSON"
+    )
+    wait_until(lambda: db.execute("SELECT count(*) FROM orders") == [(10,)], "the ten good orders")
+    errors = wait_until(lambda: db.execute("SELECT source_name, payload FROM tidegate_source_errors"), "the bad one")
+    assert errors == [("orders", "{bad")]
+
+    def latest() -> dict[bytes, Any]:
+        values: dict[bytes, Any] = {}
+        for _, _, key, value in consume_all(kafka_bootstrap, output, read_committed=True):
+            assert key is not None
+            values[key] = None if value is None else json.loads(value)
+        return values
+
+    expected = {
+        b'{"cat":"c0"}': {"cat": "c0", "n": 4},
+        b'{"cat":"c1"}': {"cat": "c1", "n": 3},
+        b'{"cat":"c2"}': {"cat": "c2", "n": 3},
+    }
+    wait_until(lambda: latest() == expected, "one upsert per category")
+    with pytest.raises(FeatureNotSupported, match="fed by connector 'kafka'"):
+        db.execute("DELETE FROM orders")

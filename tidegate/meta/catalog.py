@@ -31,7 +31,8 @@ class RelationKind(StrEnum):
     @property
     def pg_relkind(self) -> str:
         # A source is shown as PostgreSQL shows a foreign table; sinks are not listed in pg_class.
-        return {"table": "r", "materialized view": "m", "source": "f", "sink": ""}[self.value]
+        assert self is not RelationKind.SINK, "sinks have no pg_class row"
+        return {"table": "r", "materialized view": "m", "source": "f"}[self.value]
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from tidegate import __version__ as tidegate_version
 from tidegate.common.result import Column, QueryResult
 from tidegate.common.types import TEXT, SqlType, from_arrow
 from tidegate.errors import FeatureNotSupported, UndefinedRelation
-from tidegate.meta.catalog import Catalog
+from tidegate.meta.catalog import Catalog, RelationKind
 from tidegate.server import pg_catalog_tables as tables
 
 __all__ = ["answer_catalog_query", "catalog_parameter_count", "is_catalog_query"]
@@ -264,7 +264,8 @@ def _facts(session: CatalogSession, *, with_settings: bool) -> tables.CatalogFac
         database=session.database,
         server_version=_setting(session, "server_version", "15.0"),
         settings=settings,
-        relations=tuple(session.catalog.relations()),
+        # Sinks are jobs, not relations a client can read: pg_class does not list them.
+        relations=tuple(r for r in session.catalog.relations() if r.kind is not RelationKind.SINK),
     )
 
 

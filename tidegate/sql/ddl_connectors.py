@@ -31,7 +31,7 @@ from tidegate.errors import (
 from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind
 from tidegate.meta.sink_delivery import sink_spec
 from tidegate.sql.ddl import bind_watermark
-from tidegate.sql.dialect import CreateSink, CreateSource, FormatEncode, format_encode_of, parse_sql
+from tidegate.sql.dialect import APPEND_ONLY, CreateSink, CreateSource, FormatEncode, format_encode_of, parse_sql
 from tidegate.sql.plan_from import source_plan
 from tidegate.sql.planner import plan_materialized_view
 
@@ -94,15 +94,21 @@ def bind_connector_table(table: Relation, create: exp.Create, sql: str, default_
 
 
 def _with_options(create: exp.Create) -> dict[str, str]:
+    """A CREATE TABLE's or CREATE MATERIALIZED VIEW's ``WITH (key = 'value', …)``: keys lower-cased
+    (dotted ones too: ``properties.bootstrap.server``), values as written."""
     properties = create.args.get("properties")
     options: dict[str, str] = {}
     for prop in properties.expressions if properties is not None else []:
-        if isinstance(prop, exp.Property) and isinstance(prop.this, exp.Var | exp.Identifier | exp.Literal):
-            value = prop.args.get("value")
-            key = prop.this.name.lower()
-            if key in options:
-                raise InvalidParameterValue(f'option "{key}" specified more than once')
-            options[key] = value.name if isinstance(value, exp.Literal | exp.Var | exp.Identifier) else str(value)
+        name = prop.this
+        if type(prop) is not exp.Property or name is None:
+            continue  # MATERIALIZED and the like: not options
+        key = (name.sql() if isinstance(name, exp.Dot | exp.Column) else name.name).lower()
+        if key == APPEND_ONLY.lower():
+            continue  # the APPEND ONLY clause
+        if key in options:
+            raise InvalidParameterValue(f'option "{key}" specified more than once')
+        value = prop.args.get("value")
+        options[key] = value.name if isinstance(value, exp.Literal | exp.Var | exp.Identifier) else value.sql()
     return options
 
 

@@ -51,6 +51,7 @@ def target_table(database: Database, table: exp.Table, verb: str) -> Relation:
         raise UndefinedRelation(f'relation "{table.name}" does not exist', position=position_of(table))
     if relation.kind is not RelationKind.TABLE:
         raise WrongObjectType(f'cannot {verb} {relation.kind.value} "{relation.name}"')
+    database.writer(relation)  # a table fed by a connector takes no writes: say so first
     return relation
 
 
