@@ -68,7 +68,7 @@ COLUMNS = (("order_id", "BIGINT"), ("product_category", "VARCHAR"), ("amount", "
 CREATE_SOURCE = (
     "CREATE SOURCE orders (order_id BIGINT, product_category VARCHAR, amount DECIMAL, order_time TIMESTAMP) "
     "WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{kafka}', "
-    "scan.startup.mode = 'earliest') FORMAT PLAIN ENCODE JSON"
+    "scan.startup.mode = 'earliest'{properties}) FORMAT PLAIN ENCODE JSON"
 )
 CREATE_VIEW = (
     "CREATE MATERIALIZED VIEW revenue AS SELECT product_category, COUNT(*) AS order_count, "
@@ -257,6 +257,7 @@ def worker_consume(spec: dict[str, Any]) -> dict[str, Any]:
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
+            **spec["kafka_properties"],
         }
     )
     try:
@@ -418,7 +419,8 @@ def worker_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
         db = tidegate.connect(Path(tmp) / "db", fsync=True, state_store_url="fs")
         try:
             db.execute(f"SET delivery_guarantee = '{spec['guarantee']}'")
-            db.execute(CREATE_SOURCE.format(topic=spec["topic"], kafka=spec["kafka"]))
+            properties = "".join(f", properties.{k} = '{v}'" for k, v in spec["kafka_properties"].items())
+            db.execute(CREATE_SOURCE.format(topic=spec["topic"], kafka=spec["kafka"], properties=properties))
             epoch0 = db.database.flush()
             cpu0, start = _common.cpu_seconds(), time.perf_counter()
             db.execute(CREATE_VIEW)
@@ -468,7 +470,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def consume_run(args: argparse.Namespace, load: dict[str, Any], run: int) -> dict[str, Any]:
     spec = {"kind": "consume", "kafka": args.kafka, "topic": load["topic"], "records": args.records,
-            "timeout_s": args.timeout_s}  # fmt: skip
+            "timeout_s": args.timeout_s, "kafka_properties": args.kafka_properties}  # fmt: skip
     load_before = os.getloadavg()[0]
     try:
         result = run_worker(spec)
@@ -510,6 +512,7 @@ def pipeline_run(
         "kind": "pipeline", "guarantee": guarantee, "sink": sink, "sink_name": sink_name, "table": table,
         "kafka": args.kafka, "postgres": args.postgres, "topic": load["topic"], "records": args.records,
         "expected": load["expected"], "poll_s": args.poll_ms / 1000, "timeout_s": args.timeout_s,
+        "kafka_properties": args.kafka_properties,
     }  # fmt: skip
     if sink == "postgres":
         pg_create_table(args.postgres, table)
@@ -642,6 +645,9 @@ def table_note(args: argparse.Namespace, load: dict[str, Any]) -> str:
         "- vs blackhole = records/s / the same pipeline into a blackhole sink (exactly_once): the cost of "
         "delivering to PostgreSQL.",
         "- records/CPU-s uses the worker's CPU (all threads, librdkafka's included), not PostgreSQL's or Kafka's.",
+        "- librdkafka settings of the source and the consume-only reader: "
+        + (", ".join(f"`{k}={v}`" for k, v in args.kafka_properties.items()) or "the defaults")
+        + ".",
     ]
     if args.records < 1_000_000:
         lines.append(f"- **Small N ({args.records:,})**: fixed costs (planning, job start, the first "
@@ -655,6 +661,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kafka", default=KAFKA_DEFAULT, help=f"bootstrap server ({KAFKA_DEFAULT})")
     parser.add_argument("--postgres", default=POSTGRES_DEFAULT, help=f"target database URL ({POSTGRES_DEFAULT})")
     parser.add_argument("--guarantees", default="exactly_once,at_least_once", help="PostgreSQL sink runs (both)")
+    parser.add_argument("--kafka-properties", default="", metavar="K=V,...",
+                        help="librdkafka settings for the source (as properties.K) and the consume-only reader "
+                        "(none: their defaults), e.g. fetch.queue.backoff.ms=10")  # fmt: skip
     parser.add_argument("--partitions", type=int, default=4, help="topic partitions (4)")
     parser.add_argument("--categories", type=int, default=50, help="distinct product_category values (50)")
     parser.add_argument("--seed", type=int, default=42, help="data generator seed (42)")
@@ -667,6 +676,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/sinks-*.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    text, args.kafka_properties = args.kafka_properties, {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip() or "'" in item:
+            parser.error(f"--kafka-properties: {item!r} is not KEY=VALUE")
+        args.kafka_properties[key.strip()] = value.strip()
     args.guarantee_list = [g.strip() for g in args.guarantees.split(",") if g.strip()]
     unknown = [g for g in args.guarantee_list if g not in GUARANTEES]
     if unknown:

@@ -108,7 +108,10 @@ def _with_options(create: exp.Create) -> dict[str, str]:
         if key in options:
             raise InvalidParameterValue(f'option "{key}" specified more than once')
         value = prop.args.get("value")
-        options[key] = value.name if isinstance(value, exp.Literal | exp.Var | exp.Identifier) else value.sql()
+        if isinstance(value, exp.Literal | exp.Var | exp.Identifier):
+            options[key] = value.name
+        elif value is not None:
+            options[key] = value.sql()
     return options
 
 
