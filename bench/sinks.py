@@ -2,6 +2,7 @@
 
     python bench/sinks.py [--records N] [--kafka HOST:PORT] [--postgres URL]
                           [--guarantees exactly_once,at_least_once] [--partitions 4] [--repeat 1]
+                          [--kafka-properties fetch.queue.backoff.ms=10] [--profile]
 
 Load (not timed): a fresh topic with ``--partitions`` partitions gets N order records (default
 1,000,000), JSON ``{"order_id": i, "product_category": "category_07", "amount": 123.45,
@@ -32,6 +33,10 @@ References, measured in the same run, each in a fresh worker:
 Correctness, every run: the final PostgreSQL table must equal the expected answer exactly
 (counts and sums), and under exactly_once ``tidegate_sink_progress`` must hold the sink's row at
 an epoch of this run. A wrong answer is reported loudly and makes the exit status 2.
+
+``--kafka-properties K=V,...`` hands librdkafka settings to the source (``properties.K``) and to the
+consume-only reader alike; by default both run with librdkafka's defaults. See bench/README.md for
+what ``fetch.queue.backoff.ms`` does to these figures.
 
 This is a benchmark, not a test: nothing asserts on timing.
 """

@@ -34,6 +34,7 @@ The tree::
     ├── WriteTimeout                   a write held back by backpressure longer than the limit
     ├── DiskFull                       a write refused for want of disk space
     ├── ProtocolViolation              a client broke the wire protocol
+    ├── ConnectionFailure              an external system (Kafka, a sink's PostgreSQL) cannot be reached
     └── InternalError                  a bug or an engine failure; the message names it
 
 The pgwire layer (``tidegate.server.pgwire``) is the only place that maps these
@@ -171,6 +172,10 @@ class NotNullViolation(IntegrityError):
 
 class ProtocolViolation(TidegateError):
     """A client broke the PostgreSQL wire protocol."""
+
+
+class ConnectionFailure(TidegateError):
+    """A source's or sink's external system cannot be reached (the broker, the target database)."""
 
 
 class InternalError(TidegateError):

@@ -18,7 +18,13 @@ import psycopg
 import pytest
 
 import tidegate
-from tidegate.errors import FeatureNotSupported, InvalidParameterValue, TidegateError, WrongObjectType
+from tidegate.errors import (
+    ConnectionFailure,
+    FeatureNotSupported,
+    InvalidParameterValue,
+    TidegateError,
+    WrongObjectType,
+)
 
 WAIT_S = 60.0
 
@@ -260,3 +266,26 @@ def test_kafka_table_to_kafka_upsert_sink(db: Any, kafka_bootstrap: str) -> None
     wait_until(lambda: latest() == expected, "one upsert per category")
     with pytest.raises(FeatureNotSupported, match="fed by connector 'kafka'"):
         db.execute("DELETE FROM orders")
+
+
+def test_sink_option_mistakes_come_first_and_unreachable_targets_say_so(db: Any) -> None:
+    db.execute("CREATE TABLE events (id INT PRIMARY KEY, kind VARCHAR)")
+    with pytest.raises(InvalidParameterValue, match='"foo"'):
+        db.execute("CREATE SINK s FROM events WITH (connector = 'blackhole', foo = '1')")
+    with pytest.raises(TidegateError, match="nowhere"):
+        db.execute("CREATE SINK s FROM events WITH (connector = 'nowhere')")
+    with pytest.raises(ConnectionFailure, match="cannot connect"):
+        db.execute(
+            "CREATE SINK s FROM events WITH (connector = 'postgres', url = 'postgresql://nobody@127.0.0.1:1/x', "
+            "table = 't', type = 'upsert')"
+        )
+    assert db.execute("SHOW SINKS") == []
+
+
+def test_a_sink_query_may_emit_on_window_close(db: Any) -> None:
+    db.execute("CREATE TABLE clicks (t TIMESTAMP, WATERMARK FOR t AS t - INTERVAL '1' SECOND) APPEND ONLY")
+    db.execute(
+        "CREATE SINK per_minute AS SELECT window_start, count(*) AS n FROM TUMBLE(clicks, t, INTERVAL '1' MINUTE) "
+        "GROUP BY window_start EMIT ON WINDOW CLOSE WITH (connector = 'blackhole')"
+    )
+    assert db.execute("SHOW SINKS") == [("per_minute",)]

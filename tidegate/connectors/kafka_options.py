@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidegate.connectors.source_errors import ErrorPolicy, parse_error_policy
-from tidegate.errors import InvalidParameterValue
+from tidegate.errors import ConnectionFailure, InvalidParameterValue
 
 KAFKA_LOGGER = logging.getLogger("tidegate.connectors.kafka")
 STARTUP_MODES = ("earliest", "latest")
@@ -135,7 +135,7 @@ def check_kafka_source(options: KafkaSourceOptions, timeout_s: float = 10) -> in
         # creates topics on first use, and the point is to tell the user it does not exist.
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as e:
-        raise InvalidParameterValue(
+        raise ConnectionFailure(
             f"cannot reach Kafka at {options.bootstrap_servers} (waited {timeout_s:g}s): {_reason(e)}"
         ) from e
     topic = metadata.topics.get(options.topic)

@@ -106,6 +106,7 @@ SQLSTATE_BY_ERROR: dict[type[BaseException], str] = {
     errors.UniqueViolation: "23505",
     errors.NotNullViolation: "23502",
     errors.ProtocolViolation: "08P01",
+    errors.ConnectionFailure: "08001",
     errors.InternalError: "XX000",
     errors.JobFailed: "55000",  # object_not_in_prerequisite_state
     errors.DiskFull: "53100",

@@ -31,7 +31,15 @@ from tidegate.errors import (
 from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind
 from tidegate.meta.sink_delivery import sink_spec
 from tidegate.sql.ddl import bind_watermark
-from tidegate.sql.dialect import APPEND_ONLY, CreateSink, CreateSource, FormatEncode, format_encode_of, parse_sql
+from tidegate.sql.dialect import (
+    APPEND_ONLY,
+    CreateSink,
+    CreateSource,
+    FormatEncode,
+    emits_on_window_close,
+    format_encode_of,
+    parse_sql,
+)
 from tidegate.sql.plan_from import source_plan
 from tidegate.sql.planner import plan_materialized_view
 
@@ -191,15 +199,9 @@ def bind_create_sink(
         if not isinstance(parsed, exp.Query):
             raise InvalidParameterValue("CREATE SINK … AS needs a query: AS SELECT …")
         select = parsed  # type: ignore[assignment]
-    view = plan_materialized_view(select, catalog)
-    force_append_only = options.get("force_append_only", "false").strip().lower() == "true"
-    if sink_type == "append-only" and not view.append_only and not force_append_only:
-        raise InvalidParameterValue(
-            "the sink's query can update or delete rows, which an append-only sink cannot deliver",
-            hint="Use type = 'upsert' with a primary key, or force_append_only = 'true' to deliver inserts only.",
-        )
+    view = plan_materialized_view(select, catalog, emit_on_window_close=emits_on_window_close(select))
     visible = [c for c in view.columns if not c.hidden]
-    key = _sink_key(options, view.columns, view.pk, visible, sink_type)
+    key = _sink_key(options, view.columns, view.pk, visible)
     if fe is not None:
         options.update({"format": fe.format, "encode": fe.encode, **dict(fe.options)})
     options["type"] = sink_type
@@ -220,7 +222,19 @@ def bind_create_sink(
     spec = sink_spec(relation)
     from tidegate.connectors.sinks import check_sink_options
 
+    if sink_type == "upsert" and not key:
+        raise InvalidParameterValue(
+            "an upsert sink needs a primary key, and its query's key is not among its output columns",
+            hint="Name the key columns: WITH (…, primary_key = 'col1, col2').",
+        )
+    # The connector's own options before the query's shape: a misspelt one is the first thing to fix.
     check_sink_options(spec)
+    force_append_only = options.get("force_append_only", "false").strip().lower() == "true"
+    if sink_type == "append-only" and not view.append_only and not force_append_only:
+        raise InvalidParameterValue(
+            "the sink's query can update or delete rows, which an append-only sink cannot deliver",
+            hint="Use type = 'upsert' with a primary key, or force_append_only = 'true' to deliver inserts only.",
+        )
     return relation, spec
 
 
@@ -234,9 +248,7 @@ def _sink_type(options: dict[str, str], fe: FormatEncode | None) -> str:
     return sink_type
 
 
-def _sink_key(
-    options: dict[str, str], columns: list[ColumnDef], pk: list[int], visible: list[ColumnDef], sink_type: str
-) -> list[int]:
+def _sink_key(options: dict[str, str], columns: list[ColumnDef], pk: list[int], visible: list[ColumnDef]) -> list[int]:
     """Indices into ``visible`` of the sink's key: the ``primary_key`` option, else the query's key
     when every column of it is visible (a GROUP BY's keys, a table's PRIMARY KEY)."""
     names = [c.name for c in visible]
@@ -258,9 +270,4 @@ def _sink_key(
             derived = []
             break
         derived.append(names.index(column.name))
-    if sink_type == "upsert" and not derived:
-        raise InvalidParameterValue(
-            "an upsert sink needs a primary key, and its query's key is not among its output columns",
-            hint="Name the key columns: WITH (…, primary_key = 'col1, col2').",
-        )
     return derived

@@ -12,7 +12,7 @@ from tidegate.connectors.kafka_options import (
     parse_kafka_source_options,
 )
 from tidegate.connectors.source_errors import ErrorPolicy
-from tidegate.errors import InvalidParameterValue
+from tidegate.errors import ConnectionFailure, InvalidParameterValue
 
 BASE = {"connector": "kafka", "format": "PLAIN", "encode": "JSON", "topic": "orders"}
 
@@ -86,7 +86,7 @@ def test_a_missing_bootstrap_server_is_named() -> None:
 
 def test_check_refuses_an_unreachable_broker() -> None:
     options = parse(**{"properties.bootstrap.server": "127.0.0.1:1"})
-    with pytest.raises(InvalidParameterValue, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
+    with pytest.raises(ConnectionFailure, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
         check_kafka_source(options, timeout_s=0.5)
 
 

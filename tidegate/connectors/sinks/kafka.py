@@ -43,7 +43,7 @@ from tidegate.connectors.sinks.options import (
     integer_option,
     required_option,
 )
-from tidegate.errors import InternalError, InvalidParameterValue
+from tidegate.errors import ConnectionFailure, InternalError, InvalidParameterValue
 
 CONNECTOR = "kafka"
 OPERATION_TIMEOUT_S = 30.0
@@ -126,7 +126,7 @@ class KafkaSinkTarget(SinkTarget):
             self._delivered_epoch = self._read_marker()
         except KafkaException as e:
             self.close()
-            raise InternalError(f"cannot open the Kafka sink target {self._where()}: {_reason(e)}") from e
+            raise ConnectionFailure(f"cannot open the Kafka sink target {self._where()}: {_reason(e)}") from e
 
     def last_delivered_epoch(self) -> int:
         if self._delivered_epoch is None:

@@ -39,6 +39,7 @@ from tidegate.connectors.sinks.options import (
     required_option,
 )
 from tidegate.errors import (
+    ConnectionFailure,
     DataError,
     InternalError,
     InvalidColumnReference,
@@ -230,7 +231,7 @@ class PostgresSinkTarget(SinkTarget):
             # The interval text we send is in the 'postgres' style; the session's own must read it so.
             connection.execute("SET IntervalStyle = 'postgres'")
         except psycopg.Error as e:
-            raise InternalError(f"cannot connect to the PostgreSQL sink target {self._where}: {e}") from e
+            raise ConnectionFailure(f"cannot connect to the PostgreSQL sink target {self._where}: {e}") from e
         self._connection = connection
         return connection
 
