@@ -31,9 +31,12 @@ count, beside two references measured in the same run:
 DuckDB's answer is also the check: the view must have the same row count and
 the same per-column sums (for ROW_NUMBER queries, whose ties may be broken
 either way, only the count). A wrong or empty view, a failed run or a worker
-crash is reported loudly and makes the exit status 2. The output is
-materialized in the view: tidegate has no blackhole sink yet, while Flink's and
-RisingWave's Nexmark runs discard it.
+crash is reported loudly and makes the exit status 2. By default the output is
+materialized in the view; ``--sink blackhole`` runs each query as ``CREATE SINK …
+WITH (connector = 'blackhole')`` instead, computing and discarding the output as
+Flink's and RisingWave's Nexmark runs do (then there is no answer to check: the
+run reports the changes delivered, and the clock stops once the sink has taken
+the final checkpoint).
 
 This is a benchmark, not a test: nothing asserts on timing.
 """
@@ -229,6 +232,15 @@ def _wait_for_sources(
         time.sleep(max(sleep_s, 0.02))
 
 
+def _wait_for_delivery(db: Any, epoch: int, spec: dict[str, Any]) -> None:
+    """Until the sink delivered the checkpoint ``epoch`` (its log store read and handed over)."""
+    deadline = time.monotonic() + spec["timeout_s"]
+    while db.execute("SELECT delivered_epoch FROM tidegate_sinks")[0][0] < epoch:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the sink did not deliver checkpoint {epoch} within {spec['timeout_s']:g}s")
+        time.sleep(0.02)
+
+
 def worker_query(spec: dict[str, Any]) -> dict[str, Any]:
     import tidegate
     from tidegate.batch.query import select_arrow
@@ -249,22 +261,35 @@ def worker_query(spec: dict[str, Any]) -> dict[str, Any]:
             try:
                 for statement in spec["setup"]:
                     db.execute(statement)
-                db.execute(f"CREATE MATERIALIZED VIEW {VIEW} AS {spec['select']}")
+                if spec["sink"] == "blackhole":
+                    # As Flink's and RisingWave's Nexmark runs: the output is computed and discarded.
+                    db.execute(
+                        f"CREATE SINK {VIEW} AS {spec['select']} "
+                        "WITH (connector = 'blackhole', force_append_only = 'true')"
+                    )
+                else:
+                    db.execute(f"CREATE MATERIALIZED VIEW {VIEW} AS {spec['select']}")
             except SqlError as error:
                 return {"refused": f"{sqlstate_for(error)} {error.message}"}
             created = time.perf_counter()
             checkpoints: dict[int, dict[str, Any]] = {}
             progress = _wait_for_sources(db, spec, start, epoch0, checkpoints)
             generated = time.perf_counter()
-            db.execute("FLUSH")
+            flushed = db.database.flush()
+            if spec["sink"] == "blackhole":
+                _wait_for_delivery(db, flushed, spec)
             end, cpu1 = time.perf_counter(), _common.cpu_seconds()
             peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
             _checkpoints(db, epoch0, checkpoints)
             failed = _failed_jobs(db)
             if failed:
                 raise RuntimeError(f"a streaming job failed: {failed}")
-            sql = f"SELECT * FROM {VIEW}"
-            answer = fingerprint(select_arrow(db.database, parse_sql(sql), sql))
+            if spec["sink"] == "blackhole":
+                delivered = db.execute("SELECT delivered_rows FROM tidegate_sinks")[0][0]
+                answer = {"rows": delivered, "sums": [], "delivered_changes": True}
+            else:
+                sql = f"SELECT * FROM {VIEW}"
+                answer = fingerprint(select_arrow(db.database, parse_sql(sql), sql))
             object_bytes = sum(p.stat().st_size for p in (Path(tmp) / "db" / "objects").rglob("*") if p.is_file())
         finally:
             db.close()
@@ -451,7 +476,7 @@ def query_run(
     spec = {
         "kind": "query", "events": args.events, "sources": ddl[0], "side_input": ddl[1],
         "setup": query["setup"], "select": query["select"], "reads_side_input": query["reads_side_input"],
-        "poll_s": args.poll_s, "timeout_s": args.timeout_s,
+        "poll_s": args.poll_s, "timeout_s": args.timeout_s, "sink": args.sink,
     }  # fmt: skip
     load_before = os.getloadavg()[0]
     try:
@@ -475,7 +500,10 @@ def query_run(
         values = [c[field] for c in result["checkpoints"]]
         result[f"{field}_p50"] = checkpoint.percentile(values, 50)
         result[f"{field}_p99"] = checkpoint.percentile(values, 99)
-    result["check"] = compare(result["answer"], expected, query["ties"])
+    if args.sink == "blackhole":
+        result["check"] = "not checked (blackhole sink; rows = changes delivered)"
+    else:
+        result["check"] = compare(result["answer"], expected, query["ties"])
     if result["check"].startswith(("EMPTY", "WRONG")):
         shout(f"{query['name']} run {run}: {result['check']} view", [f"tidegate {result['answer']}",
                f"DuckDB   {expected}"])  # fmt: skip
@@ -604,12 +632,19 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def table_note(args: argparse.Namespace) -> str:
+    kind = "blackhole sink" if args.sink == "blackhole" else "materialized view"
+    output = (
+        "- **The output is discarded** by a blackhole sink, as in Flink's and RisingWave's Nexmark runs; the "
+        "clock stops once the sink has taken the final checkpoint."
+        if args.sink == "blackhole"
+        else "- **The output is materialized** in the view (`--sink blackhole` discards it, as Flink's and "
+        "RisingWave's Nexmark runs do)."
+    )
     lines = [
-        f"**Nexmark, {args.events:,} events per query**, one materialized view per query in a fresh worker, "
+        f"**Nexmark, {args.events:,} events per query**, one {kind} per query in a fresh worker, "
         "checkpoints to `DATA_DIR/objects` every 1 s (fsync on).",
         "",
-        "- **The output is materialized** in the view: tidegate has no blackhole sink yet (Flink's and "
-        "RisingWave's Nexmark runs discard it).",
+        output,
         "- events/s = events / (CREATE MATERIALIZED VIEW -> every source at its end -> FLUSH committed); "
         "events/CPU-s (the worker's CPU, all threads) compares with Flink's published Throughput/Cores.",
         "- vs generator = events/s / `generate_events` of every kind alone; a source generates only its own "
@@ -639,6 +674,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=3600.0, help="give up on a query after S s (3600)")
     parser.add_argument("--profile", action="store_true", help="py-spy --threads each query's worker (run 1)")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/nexmark-*.json")
+    parser.add_argument(
+        "--sink",
+        choices=["view", "blackhole"],
+        default="view",
+        help="view: CREATE MATERIALIZED VIEW, its answer checked against DuckDB (default); blackhole: "
+        "CREATE SINK … WITH (connector = 'blackhole'), the output discarded as in published Nexmark runs",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.events < 1 or args.repeat < 1 or args.duckdb_repeat < 1:
