@@ -86,15 +86,29 @@ def run_guarantee(
 ) -> GuaranteeResult:
     run = f"verify_{guarantee.value}_{secrets.token_hex(4)}"
     work = Path(tempfile.mkdtemp(prefix=f"{run}-", dir=settings.work_dir))
-    topics = (f"{run}_a", f"{run}_b")
-    output_topic = f"{run}_out"
-    table = run
-    files = work / "files"
+    topics, output_topic, table = (f"{run}_a", f"{run}_b"), f"{run}_out", run
     _create_topics(settings.kafka, {topics[0]: 2, topics[1]: 2, output_topic: 1})
     with psycopg.connect(settings.postgres, autocommit=True) as connection:
         connection.execute(f'CREATE TABLE "{table}" (key INT, seq BIGINT, arrival BIGSERIAL)')
         connection.execute(f'CREATE TABLE "{table}_counts" (key INT PRIMARY KEY, n BIGINT)')
     engine = Engine(work / "data", work / "tidegate.log")
+    try:
+        return _run(guarantee, settings, say, engine, run, work)
+    finally:
+        engine.kill()  # whatever happened, no server is left running
+
+
+def _run(
+    guarantee: DeliveryGuarantee,
+    settings: VerifySettings,
+    say: Callable[[str], None],
+    engine: Engine,
+    run: str,
+    work: Path,
+) -> GuaranteeResult:
+    """The pipeline's DDL, the workload with its kills, and the audit (``run_guarantee``'s body)."""
+    topics, output_topic, table = (f"{run}_a", f"{run}_b"), f"{run}_out", run
+    files = work / "files"
     engine.start()
     engine.execute(f"SET delivery_guarantee = '{guarantee.value}'")
     for name, topic in zip(("a", "b"), topics, strict=True):
