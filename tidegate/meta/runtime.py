@@ -51,7 +51,7 @@ from tidegate.stream.channel import Channel
 from tidegate.stream.messages import AddMutation, Barrier, BarrierKind, StopMutation
 from tidegate.stream.operators.generator_source import GeneratingSource
 from tidegate.stream.operators.materialize import Materialize
-from tidegate.stream.operators.sink import LOG_STORE_PK, Sink, log_store_schema
+from tidegate.stream.operators.sink import LOG_STORE_PK, LOG_STORE_SCHEMA, Sink
 from tidegate.stream.operators.table_source import OFFSET_SCHEMA, TableSource
 from tidegate.stream.watermark import WATERMARK_STATE_SCHEMA, WatermarkGenerator, WatermarkSpec, value_to_micros
 
@@ -329,19 +329,26 @@ class StreamingRuntime:
     def _sink_root(self, relation: Relation, chain: Any, guarantee: DeliveryGuarantee) -> Sink:
         """The Sink operator over ``chain``, with the sink's delivery (created once, kept across recoveries)."""
         delivered = [i for i, column in enumerate(relation.columns) if not column.hidden]
-        output = pa.schema([chain.schema.field(i) for i in delivered])
-        log_store = StateTable(self.store, materialized_table_id(relation.id), log_store_schema(output), LOG_STORE_PK)
+        log_store = StateTable(self.store, materialized_table_id(relation.id), LOG_STORE_SCHEMA, LOG_STORE_PK)
+        discards = relation.options.get("connector") == "blackhole"
         delivery = self._sinks.get(relation.id)
         if delivery is None:
             assert self._make_sink_target is not None, "a runtime without sink targets cannot run a sink"
             delivery = SinkDelivery(
-                sink_spec(relation), guarantee, self.store, log_store.table_id, self._make_sink_target
+                sink_spec(relation),
+                guarantee,
+                self.store,
+                log_store.table_id,
+                self._make_sink_target,
+                discards=discards,
             )
             self._sinks[relation.id] = delivery
         else:
             delivery.restarted()
         force = relation.options.get("force_append_only", "false").strip().lower() == "true"
-        return Sink(chain, log_store, delivery, delivered, guarantee=guarantee, force_append_only=force)
+        return Sink(
+            chain, log_store, delivery, delivered, guarantee=guarantee, force_append_only=force, discards=discards
+        )
 
     async def drop(self, relation_ids: list[int]) -> list[int]:
         """Stop the jobs of ``relation_ids``; returns their state table ids, which the caller drops

@@ -4,13 +4,17 @@ The sink's job runs on the stream loop; everything that talks to the external sy
 on the sink's own thread, one call at a time, so a slow or unreachable target never stalls the
 loop or the checkpoints.
 
-- ``exactly_once``: after each checkpoint commit the runtime calls ``committed(N)``. The thread
-  reads the sink's log store at N (committed state: only what the checkpoint covers), keeps the
-  entries of epochs after the one the target last recorded, and hands them to
-  ``SinkTarget.deliver(N, …)``, which applies them and records N in one transaction. The target's
-  record is read on the first delivery after a start, so a crash between the checkpoint commit
-  and the target's commit redelivers exactly what the target lacks. A failed delivery is retried
-  with backoff; meanwhile the log store keeps the changes and checkpoints go on.
+- ``exactly_once``: the sink operator hands over each epoch's changes once they are sealed in its
+  log store (``logged``), and after each checkpoint commit the runtime calls ``committed(N)``. The
+  thread takes the epochs after the one the target last recorded, up to N, and hands them to
+  ``SinkTarget.deliver(N, …)``, which applies them and records N in one transaction. They come
+  from memory; after a start or a recovery (when what is in memory may belong to epochs that
+  were rolled back, or the log holds epochs from before), or when more than
+  ``PENDING_BYTES_MAX`` waits, from the log store read at N, which holds exactly what the
+  checkpoint covers. The target's record is read on the first delivery after a start, so a crash
+  between the checkpoint commit and the target's commit redelivers exactly what the target
+  lacks. A failed delivery is retried with backoff; meanwhile the log store keeps the changes and
+  checkpoints go on.
 - ``at_least_once`` / ``at_most_once``: ``submit`` queues changes for ``SinkTarget.write``;
   ``drained`` (awaited by the sink operator at a barrier under at_least_once) returns once the
   queue is written and raises a write's error, which fails the job (it recovers and replays).
@@ -31,17 +35,20 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tidegate.common.chunk import OP_TYPE
 from tidegate.common.failpoints import failpoint
 from tidegate.common.guarantee import DeliveryGuarantee
 from tidegate.connectors.sink_target import OP_FIELD, SinkSpec, SinkTarget
 from tidegate.errors import InternalError
 from tidegate.meta.catalog import Relation
 from tidegate.state.store import StateStore
-from tidegate.stream.operators.sink import EPOCH_FIELD, SEQUENCE_FIELD
+from tidegate.stream.operators.sink import CHANGES_FIELD, EPOCH_FIELD, SEQUENCE_FIELD, decode_changes
 
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Sealed changes kept in memory for delivery; past this (a slow or absent target) the log store serves.
+PENDING_BYTES_MAX = 256 * 2**20
 
 
 def sink_spec(relation: Relation) -> SinkSpec:
@@ -87,8 +94,13 @@ class SinkDelivery:
         store: StateStore,
         log_table_id: int,
         make_target: Callable[[SinkSpec], SinkTarget],
+        *,
+        discards: bool = False,
     ) -> None:
+        """``discards``: the target throws everything away (blackhole); its sink logs nothing, so
+        every delivery comes from memory."""
         self.spec = spec
+        self.discards = discards
         self.guarantee = guarantee
         self.store = store
         self.log_table_id = log_table_id
@@ -100,6 +112,11 @@ class SinkDelivery:
         self._known_delivered: int | None = None  # read from the target on the first delivery
         self._delivered_epoch = 0
         self._queue: deque[pa.Table] = deque()
+        self._pending: dict[int, pa.Table] = {}  # exactly_once: sealed epochs' changes, not yet delivered
+        self._pending_bytes = 0
+        # Deliveries read the log store until one covers this epoch: after a start or a recovery (0:
+        # the first delivery), or up to the last epoch not kept in memory for want of room.
+        self._store_until: int | None = None if discards else 0
         self._writing = False
         self._write_error: BaseException | None = None
         self.delivered_rows = 0
@@ -112,6 +129,14 @@ class SinkDelivery:
     @property
     def delivered_epoch(self) -> int:
         return self._delivered_epoch
+
+    def logged(self, epoch: int, changes: pa.Table) -> None:
+        with self._condition:
+            if self._pending_bytes + changes.nbytes > PENDING_BYTES_MAX and not self.discards:
+                self._store_until = max(self._store_until or 0, epoch)  # the log store has it
+                return
+            self._pending[epoch] = changes
+            self._pending_bytes += changes.nbytes
 
     def submit(self, changes: pa.Table) -> None:
         with self._condition:
@@ -139,6 +164,10 @@ class SinkDelivery:
         with self._condition:
             self._queue.clear()
             self._write_error = None
+            # Epochs after the checkpoint were rolled back; the log store holds the ones before it.
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._store_until = None if self.discards else 0
             self._condition.notify_all()
 
     def status(self) -> SinkStatus:
@@ -214,18 +243,41 @@ class SinkDelivery:
     def _deliver(self, target: SinkTarget, committed: int) -> None:
         if self._known_delivered is None:
             self._known_delivered = target.last_delivered_epoch()
-        entries = self.store.snapshot(self.log_table_id, committed)
-        entries = entries.filter(pc.greater(entries.column(EPOCH_FIELD), self._known_delivered))
-        if entries.num_rows:
-            entries = entries.sort_by([(EPOCH_FIELD, "ascending"), (SEQUENCE_FIELD, "ascending")])
-            changes = entries.drop_columns([EPOCH_FIELD, SEQUENCE_FIELD])
-            changes = changes.rename_columns([OP_FIELD, *self.spec.column_names])
+        after = self._known_delivered
+        with self._condition:
+            from_store = self._store_until is not None
+            epochs = sorted(e for e in self._pending if after < e <= committed)
+            tables = [self._pending[e] for e in epochs]
+        if from_store:
+            changes = self._read_log(after, committed)
+        elif tables:
+            changes = pa.concat_tables(tables)
+            if changes.num_columns > 1:  # a discarding sink hands over its ops only
+                changes = changes.rename_columns([OP_FIELD, *self.spec.column_names])
+        else:
+            changes = None
+        if changes is not None and changes.num_rows:
             failpoint("sink_before_delivery")  # checkpoint committed, target not yet told
             target.deliver(committed, changes)
             failpoint("sink_after_delivery")
             self.delivered_rows += changes.num_rows
             self._known_delivered = committed
+        with self._condition:
+            for epoch in [e for e in self._pending if e <= committed]:
+                self._pending_bytes -= self._pending.pop(epoch).nbytes
+            if self._store_until is not None and from_store and committed >= self._store_until:
+                self._store_until = None  # every epoch after this one is in memory
         self._delivered_epoch = committed
+
+    def _read_log(self, after: int, committed: int) -> pa.Table:
+        """The log store's entries of epochs in (after, committed], as the target takes them."""
+        entries = self.store.snapshot(self.log_table_id, committed)
+        entries = entries.filter(pc.greater(entries.column(EPOCH_FIELD), after))
+        if entries.num_rows == 0:
+            return pa.table({OP_FIELD: pa.array([], OP_TYPE)})
+        entries = entries.sort_by([(EPOCH_FIELD, "ascending"), (SEQUENCE_FIELD, "ascending")])
+        changes = decode_changes(entries.column(CHANGES_FIELD).to_pylist())
+        return changes.rename_columns([OP_FIELD, *self.spec.column_names])
 
     def _failed(self, error: Exception, batches: list[pa.Table]) -> None:
         self.last_error = f"{type(error).__name__}: {error}"

@@ -24,7 +24,7 @@ from tidegate.meta.catalog import ColumnDef, Relation, RelationKind
 from tidegate.meta.sink_delivery import SinkDelivery, sink_spec
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import MemoryStateStore
-from tidegate.stream.operators.sink import LOG_STORE_PK, log_store_schema
+from tidegate.stream.operators.sink import LOG_STORE_PK, LOG_STORE_SCHEMA, encode_changes
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -114,11 +114,29 @@ def make_delivery() -> Iterator[Callable[..., SinkDelivery]]:
     ) -> SinkDelivery:
         delivery = SinkDelivery(SPEC, guarantee, store, LOG_TABLE, lambda spec: RecordingTarget(spec, world))
         made.append(delivery)
+        LIVE_DELIVERIES.setdefault(id(store), []).append(delivery)
         return delivery
 
     yield make
     for delivery in made:
         delivery.close()
+    LIVE_DELIVERIES.clear()
+
+
+# Per store, the deliveries made on it: a checkpoint hands each its sealed changes, as the Sink
+# operator does (``SinkDelivery.logged``) before the checkpoint commits.
+LIVE_DELIVERIES: dict[int, list[SinkDelivery]] = {}
+
+
+def changes_of(entries: list[tuple[int, int, int, int, str]]) -> pa.Table:
+    """The changes of entries (epoch, seq, op, id, name) as the sink operator logs them."""
+    return pa.table(
+        {
+            OP_FIELD: pa.array([e[2] for e in entries], OP_TYPE),
+            "c0": pa.array([e[3] for e in entries], pa.int64()),
+            "c1": pa.array([e[4] for e in entries], pa.string()),
+        }
+    )
 
 
 class LogStore:
@@ -126,13 +144,16 @@ class LogStore:
 
     def __init__(self, store: MemoryStateStore) -> None:
         self.store = store
-        self.table = StateTable(store, LOG_TABLE, log_store_schema(OUTPUT), LOG_STORE_PK)
+        self.table = StateTable(store, LOG_TABLE, LOG_STORE_SCHEMA, LOG_STORE_PK)
 
     def write(self, entries: list[tuple[int, int, int, int, str]]) -> None:
-        """Entries (epoch, seq, op, id, name), in the given order."""
-        columns = list(zip(*entries))
-        types = [pa.int64(), pa.int64(), OP_TYPE, pa.int64(), pa.string()]
-        arrays = [pa.array(list(c), t) for c, t in zip(columns, types)]
+        """Entries (epoch, seq, op, id, name), in the given order: each a log entry of one change."""
+        payloads = [encode_changes(changes_of([entry])) for entry in entries]
+        arrays = [
+            pa.array([e[0] for e in entries], pa.int64()),
+            pa.array([e[1] for e in entries], pa.int64()),
+            pa.array(payloads, pa.binary()),
+        ]
         self.table.write(Chunk.inserts(pa.RecordBatch.from_arrays(arrays, schema=self.table.schema)))
 
     def checkpoint(self, epoch: int, entries: list[tuple[int, int, int, int, str]] | None = None) -> None:
@@ -140,6 +161,11 @@ class LogStore:
         if entries:
             self.write(entries)
         self.table.commit(epoch)
+        if entries:
+            # The operator hands the epoch's changes over in sequence order.
+            changes = changes_of(sorted(entries, key=lambda e: e[1]))
+            for delivery in LIVE_DELIVERIES.get(id(self.store), []):
+                delivery.logged(epoch, changes)
         self.store.commit_version(epoch, self.store.sync(epoch))
         assert self.store.max_committed_epoch == epoch
 
@@ -219,6 +245,50 @@ def test_a_target_ahead_of_the_log_gets_nothing_twice(make_delivery: Callable[..
     delivery.committed(40)
     wait_until(lambda: delivery.delivered_epoch == 40, "epoch 40 is delivered")
     assert [(epoch, rows) for epoch, _, rows in world.deliveries] == [(40, [(INS, 40, "y")])]
+
+
+def test_epochs_not_kept_in_memory_are_read_from_the_log_store(
+    make_delivery: Callable[..., SinkDelivery], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, world = MemoryStateStore(), World()
+    log = LogStore(store)
+    delivery = make_delivery(store, world)
+    log.checkpoint(10, [(10, 0, INS, 1, "a")])
+    delivery.committed(10)
+    wait_until(lambda: delivery.delivered_epoch == 10, "epoch 10 (read from the log store: first delivery)")
+    # No room in memory: epochs 20 and 30 are only in the log store, 40 in memory again.
+    monkeypatch.setattr(sink_delivery, "PENDING_BYTES_MAX", 0)
+    log.checkpoint(20, [(20, 0, INS, 2, "b")])
+    log.checkpoint(30, [(30, 0, INS, 3, "c")])
+    monkeypatch.setattr(sink_delivery, "PENDING_BYTES_MAX", 2**30)
+    delivery.committed(20)
+    wait_until(lambda: delivery.delivered_epoch == 20, "epoch 20")
+    log.checkpoint(40, [(40, 0, INS, 4, "d")])
+    delivery.committed(40)
+    wait_until(lambda: delivery.delivered_epoch == 40, "epochs 30 and 40")
+    assert [(epoch, rows) for epoch, _, rows in world.deliveries] == [
+        (10, [(INS, 1, "a")]),
+        (20, [(INS, 2, "b")]),
+        (40, [(INS, 3, "c"), (INS, 4, "d")]),
+    ]
+
+
+def test_after_a_recovery_changes_handed_over_before_it_are_not_delivered(
+    make_delivery: Callable[..., SinkDelivery],
+) -> None:
+    store, world = MemoryStateStore(), World()
+    log = LogStore(store)
+    delivery = make_delivery(store, world)
+    log.checkpoint(10, [(10, 0, INS, 1, "a")])
+    delivery.committed(10)
+    wait_until(lambda: delivery.delivered_epoch == 10, "epoch 10")
+    # Epoch 20 is sealed and handed over, then its checkpoint fails: recovery rolls it back.
+    delivery.logged(20, pa.table({OP_FIELD: pa.array([INS], OP_TYPE), "id": [2], "name": ["rolled back"]}))
+    delivery.restarted()
+    log.checkpoint(30, [(30, 0, INS, 3, "c")])
+    delivery.committed(30)
+    wait_until(lambda: delivery.delivered_epoch == 30, "epoch 30")
+    assert [(epoch, rows) for epoch, _, rows in world.deliveries] == [(10, [(INS, 1, "a")]), (30, [(INS, 3, "c")])]
 
 
 def test_an_empty_log_moves_the_delivered_epoch_without_a_delivery(

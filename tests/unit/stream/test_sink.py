@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from scripted import ScriptedSource, barrier, chunk, deletes, inserts
 
-from tidegate.common.chunk import OP_TYPE, Op
+from tidegate.common.chunk import Op
 from tidegate.common.guarantee import DeliveryGuarantee
 from tidegate.connectors.sink_target import OP_FIELD
 from tidegate.errors import InternalError
@@ -21,12 +21,14 @@ from tidegate.state.store import MemoryStateStore
 from tidegate.stream.messages import Barrier, Message
 from tidegate.stream.operator import Operator
 from tidegate.stream.operators.sink import (
+    CHANGES_FIELD,
     EPOCH_FIELD,
-    LOG_OP_FIELD,
     LOG_STORE_PK,
+    LOG_STORE_SCHEMA,
     SEQUENCE_FIELD,
     Sink,
-    log_store_schema,
+    decode_changes,
+    encode_changes,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -52,6 +54,7 @@ class FakeOutput:
     def __init__(self) -> None:
         self.delivered_epoch = 0
         self.submitted: list[pa.Table] = []
+        self.logged_epochs: list[tuple[int, pa.Table]] = []
         self.gate: asyncio.Event | None = None
         self.drain_error: BaseException | None = None
         self.check_error: BaseException | None = None
@@ -60,6 +63,9 @@ class FakeOutput:
 
     def submit(self, changes: pa.Table) -> None:
         self.submitted.append(changes)
+
+    def logged(self, epoch: int, changes: pa.Table) -> None:
+        self.logged_epochs.append((epoch, changes))
 
     async def drained(self) -> None:
         self.drain_calls += 1
@@ -87,7 +93,7 @@ def make_sink(
 ) -> tuple[Sink, StateTable, FakeOutput, MemoryStateStore]:
     store = MemoryStateStore() if store is None else store
     output = FakeOutput() if output is None else output
-    log = StateTable(store, LOG_TABLE, log_store_schema(OUTPUT), LOG_STORE_PK)
+    log = StateTable(store, LOG_TABLE, LOG_STORE_SCHEMA, LOG_STORE_PK)
     source = messages if isinstance(messages, Operator) else ScriptedSource(INPUT, messages)
     sink = Sink(source, log, output, DELIVERED, guarantee=guarantee, force_append_only=force_append_only)
     return sink, log, output, store
@@ -109,9 +115,17 @@ def collect(operator: Operator, on_message: Callable[[Message], None] | None = N
 
 
 def log_rows(store: MemoryStateStore, epoch: int) -> list[tuple[Any, ...]]:
-    """The log store's rows at ``epoch`` as (epoch, seq, op, id, name), sorted by key."""
-    table = store.snapshot(LOG_TABLE, epoch)
-    return sorted(tuple(r.values()) for r in table.to_pylist())
+    """The changes the log store holds at ``epoch`` as (epoch, n, op, id, name), n numbering the
+    changes of each epoch in order (the log keeps one entry per chunk, in sequence order)."""
+    entries = store.snapshot(LOG_TABLE, epoch).sort_by([(EPOCH_FIELD, "ascending"), (SEQUENCE_FIELD, "ascending")])
+    rows: list[tuple[Any, ...]] = []
+    numbers: dict[int, int] = {}
+    for entry in entries.to_pylist():
+        for change in decode_changes([entry[CHANGES_FIELD]]).to_pylist():
+            n = numbers.get(entry[EPOCH_FIELD], 0)
+            numbers[entry[EPOCH_FIELD]] = n + 1
+            rows.append((entry[EPOCH_FIELD], n, *change.values()))
+    return rows
 
 
 def epochs_of(messages: list[Message]) -> list[int]:
@@ -119,11 +133,22 @@ def epochs_of(messages: list[Message]) -> list[int]:
 
 
 # ---- the log store ------------------------------------------------------------------------------
-def test_the_log_store_schema_keys_by_epoch_and_sequence_and_names_columns_by_position() -> None:
-    schema = log_store_schema(OUTPUT)
-    assert schema.names == [EPOCH_FIELD, SEQUENCE_FIELD, LOG_OP_FIELD, "c0", "c1"]
-    assert [schema.field(i).type for i in range(5)] == [pa.int64(), pa.int64(), OP_TYPE, pa.int64(), pa.string()]
-    assert [schema.names[i] for i in LOG_STORE_PK] == [EPOCH_FIELD, SEQUENCE_FIELD]
+def test_the_log_store_keys_one_entry_per_chunk_by_epoch_and_sequence() -> None:
+    assert LOG_STORE_SCHEMA.names == [EPOCH_FIELD, SEQUENCE_FIELD, CHANGES_FIELD]
+    assert [LOG_STORE_SCHEMA.names[i] for i in LOG_STORE_PK] == [EPOCH_FIELD, SEQUENCE_FIELD]
+    changes = pa.table({"__op": pa.array([0, 1], pa.int8()), "id": [1, 2], "name": ["a", None]})
+    assert decode_changes([encode_changes(changes), encode_changes(changes)]).to_pylist() == 2 * changes.to_pylist()
+
+
+def test_each_chunk_is_one_log_entry() -> None:
+    messages = [barrier(10, 0), inserts(INPUT, [(1, 100, "a")]), inserts(INPUT, [(2, 200, "b")]), barrier(20, 10)]
+    sink, _, _, store = make_sink(messages, EXACTLY)
+    collect(sink)
+    entries = store.snapshot(LOG_TABLE, 10)
+    assert list(zip(entries.column(EPOCH_FIELD).to_pylist(), entries.column(SEQUENCE_FIELD).to_pylist())) == [
+        (10, 0),
+        (10, 1),
+    ]
 
 
 def test_exactly_once_logs_changes_keyed_by_epoch_and_sequence_committed_at_the_barrier() -> None:
@@ -158,6 +183,9 @@ def test_exactly_once_logs_changes_keyed_by_epoch_and_sequence_committed_at_the_
     assert log_rows(store, 19) == epoch_10  # not before: epoch 20's entries are not visible at 19
     assert output.submitted == []  # nothing leaves before the checkpoint commits
     assert output.check_calls == output.drain_calls == 0
+    # Each sealed epoch is handed to the deliverer, in sequence order, for after its checkpoint.
+    handed = [(epoch, [tuple(r.values()) for r in t.to_pylist()]) for epoch, t in output.logged_epochs]
+    assert handed == [(10, [row[2:] for row in epoch_10]), (20, [(INS, 3, "c")])]
 
 
 def test_exactly_once_does_not_seal_an_epoch_before_its_barrier() -> None:
@@ -365,3 +393,24 @@ def test_at_most_once_fails_when_a_write_failed() -> None:
     with pytest.raises(InternalError, match="could not write"):
         collect(sink, out.append)
     assert epochs_of(out) == [10]  # barrier 20 never went downstream
+
+
+def test_a_discarding_sink_logs_nothing_and_hands_over_its_ops() -> None:
+    messages = [barrier(10, 0), chunk(INPUT, "+ - +", [(1, 100, "a"), (1, 100, "a"), (2, 200, "b")]), barrier(20, 10)]
+    store = MemoryStateStore()
+    output = FakeOutput()
+    log = StateTable(store, LOG_TABLE, LOG_STORE_SCHEMA, LOG_STORE_PK)
+    sink = Sink(
+        ScriptedSource(INPUT, messages),
+        log,
+        output,
+        DELIVERED,
+        guarantee=EXACTLY,
+        force_append_only=False,
+        discards=True,
+    )
+    collect(sink)
+    assert store.snapshot(LOG_TABLE, 10).num_rows == 0
+    assert [(epoch, t.column_names, t.column(0).to_pylist()) for epoch, t in output.logged_epochs] == [
+        (10, ["__op"], [INS, DEL, INS])
+    ]

@@ -2,7 +2,8 @@
 
 Place in the data flow (DESIGN §7): query operators → Sink → (after the checkpoint commits) the
 sink's deliverer → the external system. Under ``exactly_once`` every chunk is appended to the
-sink's **log store**, a state table keyed by (epoch, sequence) that commits with the checkpoint;
+sink's **log store**, a state table keyed by (epoch, sequence) that commits with the checkpoint
+(one row per chunk, holding its changes);
 nothing leaves tidegate before that. After checkpoint N commits, the deliverer
 (``tidegate.meta.sink_delivery``) delivers the log's epochs up to N in one transaction that also
 records N in the target, and this operator deletes the delivered entries on a later barrier. A
@@ -15,7 +16,8 @@ the target has not received (a recovery replays, and what was written after the 
 written again). at_most_once does not wait: what is in flight at a crash is lost.
 
 ``force_append_only`` (an append-only sink over a query that can update or delete) keeps inserts
-only: updates become their new row, deletes are dropped.
+only: updates become their new row, deletes are dropped. A target that discards everything (the
+blackhole) has no effect to make exactly-once, so its changes skip the log store.
 """
 
 from __future__ import annotations
@@ -36,21 +38,25 @@ from tidegate.stream.operator import Operator
 
 EPOCH_FIELD = "sink_epoch"
 SEQUENCE_FIELD = "sink_seq"
-LOG_OP_FIELD = "sink_op"
+CHANGES_FIELD = "sink_changes"
+# The log store's rows: one per chunk the sink received, keyed by (epoch, sequence in the epoch), the
+# chunk's changes (the op, then the delivered columns) as an Arrow IPC stream. A row per chunk, not
+# per change, keeps the log's state writes and its truncation's tombstones to a few per epoch.
+LOG_STORE_SCHEMA = pa.schema(
+    [pa.field(EPOCH_FIELD, pa.int64()), pa.field(SEQUENCE_FIELD, pa.int64()), pa.field(CHANGES_FIELD, pa.binary())]
+)
 
 
-def log_store_schema(output: pa.Schema) -> pa.Schema:
-    """The log store's rows: (epoch, sequence) as the key, the op, then the delivered columns,
-    named by position (``c0``, ``c1``, …: a user's column names never clash with the store's own)."""
-    columns = [pa.field(f"c{i}", field.type) for i, field in enumerate(output)]
-    return pa.schema(
-        [
-            pa.field(EPOCH_FIELD, pa.int64()),
-            pa.field(SEQUENCE_FIELD, pa.int64()),
-            pa.field(LOG_OP_FIELD, OP_TYPE),
-            *columns,
-        ]
-    )
+def encode_changes(changes: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, changes.schema) as writer:
+        writer.write_table(changes)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_changes(payloads: list[bytes]) -> pa.Table:
+    """The changes of log entries, in the given order (all of one sink: one schema)."""
+    return pa.concat_tables(pa.ipc.open_stream(payload).read_all() for payload in payloads)
 
 
 LOG_STORE_PK = [0, 1]
@@ -62,6 +68,10 @@ class SinkOutput(Protocol):
     @property
     def delivered_epoch(self) -> int:
         """The last epoch the target records as delivered (exactly_once); log entries up to it can go."""
+
+    def logged(self, epoch: int, changes: pa.Table) -> None:
+        """exactly_once: ``epoch``'s changes are sealed in the log store; deliver them once its
+        checkpoint commits (from memory; the log store is what a restart delivers from)."""
 
     def submit(self, changes: pa.Table) -> None:
         """Write ``changes`` as soon as possible (at_least_once, at_most_once)."""
@@ -85,21 +95,25 @@ class Sink(Operator):
         *,
         guarantee: DeliveryGuarantee,
         force_append_only: bool,
+        discards: bool = False,
     ) -> None:
-        """``delivered_columns``: indices of the input columns the target receives (the visible ones)."""
+        """``delivered_columns``: indices of the input columns the target receives (the visible ones);
+        ``discards``: the target throws everything away (blackhole), so nothing needs logging."""
         self.input = input
         self.log = log
         self.output = output
         self.delivered_columns = delivered_columns
         self.guarantee = guarantee
         self.force_append_only = force_append_only
+        self.discards = discards
         self.schema = input.schema
         self.output_schema = pa.schema([input.schema.field(i) for i in delivered_columns])
-        assert log.schema.equals(log_store_schema(self.output_schema)), (log.schema, self.output_schema)
+        self.changes_schema = pa.schema([pa.field(OP_FIELD, OP_TYPE), *self.output_schema])
+        assert log.schema.equals(LOG_STORE_SCHEMA), log.schema
         self._epoch = 0  # the epoch the records arriving now belong to
         self._sequence = 0  # the next log sequence number in that epoch
-        self._logged: set[int] = set()  # epochs with entries in the log store
-        self._read_epoch = 0  # the last epoch of the log store this run may read: restored or sealed
+        self._logged: dict[int, int] = {}  # epoch -> entries in the log store (sequence 0 … n - 1)
+        self._epoch_changes: list[pa.Table] = []  # this epoch's changes, handed to the deliverer when sealed
 
     async def execute(self) -> AsyncIterator[Message]:
         first = True
@@ -128,29 +142,33 @@ class Sink(Operator):
         if data.num_rows == 0:
             return None
         columns = [data.column(i) for i in self.delivered_columns]
-        return pa.Table.from_arrays(
-            [ops, *columns], schema=pa.schema([pa.field(OP_FIELD, OP_TYPE), *self.output_schema])
-        )
+        return pa.Table.from_arrays([ops, *columns], schema=self.changes_schema)
 
     def _hand_over(self, changes: pa.Table) -> None:
         if self.guarantee is not DeliveryGuarantee.EXACTLY_ONCE:
             self.output.submit(changes)
             return
-        count = changes.num_rows
-        epochs = pa.array(np.full(count, self._epoch, dtype=np.int64))
-        sequence = pa.array(np.arange(self._sequence, self._sequence + count, dtype=np.int64))
-        self._sequence += count
-        rows = pa.Table.from_arrays([epochs, sequence, *changes.columns], schema=self.log.schema)
-        for batch in rows.to_batches():
-            self.log.write(Chunk.inserts(batch))
-        self._logged.add(self._epoch)
+        if self.discards:
+            # Never stored: the deliverer only counts them (the ops alone, not to hold the rows).
+            self._epoch_changes.append(changes.select([OP_FIELD]))
+            return
+        epoch = pa.array([self._epoch], pa.int64())
+        sequence = pa.array([self._sequence], pa.int64())
+        payload = pa.array([encode_changes(changes)], pa.binary())
+        entry = pa.record_batch([epoch, sequence, payload], schema=LOG_STORE_SCHEMA)
+        self.log.write(Chunk.inserts(entry))
+        self._sequence += 1
+        self._logged[self._epoch] = self._sequence
+        self._epoch_changes.append(changes)
 
     def _restore(self, committed_epoch: int) -> None:
-        """After a (re)start: which epochs the committed log store still holds."""
-        self._read_epoch = committed_epoch
+        """After a (re)start: how many entries (chunks) of each epoch the committed log store still holds."""
         if self.guarantee is DeliveryGuarantee.EXACTLY_ONCE and committed_epoch:
             epochs = self.log.snapshot(committed_epoch).column(EPOCH_FIELD)
-            self._logged = {int(e) for e in pc.unique(epochs).to_pylist()}
+            counts = pc.value_counts(epochs)
+            self._logged = {
+                int(e): int(n) for e, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())
+            }
 
     async def _end_epoch(self, epoch: int) -> None:
         if self.guarantee is DeliveryGuarantee.AT_LEAST_ONCE:
@@ -160,17 +178,21 @@ class Sink(Operator):
         else:
             self._truncate(self.output.delivered_epoch)
         self.log.commit(epoch)
-        self._read_epoch = epoch
+        if self._epoch_changes:
+            # Sealed: the deliverer may send it from memory once its checkpoint commits.
+            self.output.logged(epoch, pa.concat_tables(self._epoch_changes))
+            self._epoch_changes = []
 
     def _truncate(self, delivered_epoch: int) -> None:
         """Delete the log entries of delivered epochs (in this epoch's state: a crash keeps them,
-        and the deliverer skips them, since the target knows it has them)."""
+        and the deliverer skips them, since the target knows it has them). The keys are known
+        (sequence 0 … count - 1 per epoch), so nothing is read back: tombstones need no values."""
         done = sorted(e for e in self._logged if e <= delivered_epoch)
         if not done:
             return
-        prefixes = pa.table({EPOCH_FIELD: pa.array(done, pa.int64())})
-        # Read at the last sealed epoch: after a recovery this run has sealed nothing yet.
-        rows = self.log.store.get_prefix_rows(self.log.table_id, prefixes, self._read_epoch)
-        for batch in rows.to_batches():
-            self.log.write(Chunk.deletes(batch))
-        self._logged.difference_update(done)
+        counts = [self._logged.pop(e) for e in done]
+        epochs = np.repeat(np.array(done, dtype=np.int64), counts)
+        sequence = np.concatenate([np.arange(n, dtype=np.int64) for n in counts])
+        nulls = pa.nulls(len(epochs), pa.binary())
+        keys = pa.RecordBatch.from_arrays([pa.array(epochs), pa.array(sequence), nulls], schema=LOG_STORE_SCHEMA)
+        self.log.write(Chunk.deletes(keys))
