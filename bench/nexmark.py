@@ -501,7 +501,7 @@ def query_run(
         result[f"{field}_p50"] = checkpoint.percentile(values, 50)
         result[f"{field}_p99"] = checkpoint.percentile(values, 99)
     if args.sink == "blackhole":
-        result["check"] = "not checked (blackhole sink; rows = changes delivered)"
+        result["check"] = "unchecked: blackhole sink (rows = changes delivered)"
     else:
         result["check"] = compare(result["answer"], expected, query["ties"])
     if result["check"].startswith(("EMPTY", "WRONG")):
