@@ -98,6 +98,7 @@ def _verify(args: argparse.Namespace) -> int:
             rate=args.rate,
             work_dir=args.work_dir,
             failpoints=args.failpoints,
+            keep=args.keep,
         )
     except InvalidParameterValue as error:
         print(f"tidegate verify: {error}", file=sys.stderr)
@@ -161,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         "--postgres", metavar="URL", help="a PostgreSQL server (default: start scripts/start-postgres.sh)"
     )
     verify.add_argument("--work-dir", type=Path, help="where data dirs, output files and logs go (default: /tmp)")
+    verify.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each run's Kafka topics, PostgreSQL tables, data dir, output files and server log",
+    )
     verify.add_argument(
         "--failpoints",
         default="sink_before_delivery=0.02",

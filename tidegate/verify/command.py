@@ -19,6 +19,7 @@ output — the view too — is audited. What each guarantee should show (DESIGN 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import secrets
 import shutil
@@ -62,6 +63,8 @@ class VerifySettings:
     work_dir: Path | None = None
     # Failpoints for the engine (TIDEGATE_FAILPOINTS), e.g. kills between checkpoint and sink commit.
     failpoints: str = ""
+    # Keep each run's topics, tables, data dir, output files and server log (default: dropped).
+    keep: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ def run_guarantee(
         return _run(guarantee, settings, say, engine, run, work)
     finally:
         engine.kill()  # whatever happened, no server is left running
+        if not settings.keep:
+            _clean_up(settings, run, [*topics, output_topic], table)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(
@@ -166,6 +172,8 @@ def _run(
     readers[COUNTS] = lambda: sorted(read_postgres_counts(settings.postgres, f"{table}_counts").items())
     received = _settle(engine, readers, expected)
     engine.stop()
+    if settings.keep:
+        say(f"  {guarantee.value}: kept in {work} (server log {engine.log_path.name}, output files files/)")
     counts = dict(received.pop(COUNTS))
     audits = [audit(name, expected, rows, ordered=name != "view") for name, rows in received.items()]
     audits.append(audit_counts(COUNTS, expected, counts))
@@ -209,6 +217,20 @@ def _settle(
         last = received
         if (complete and stable >= 1) or stable >= 4 or time.monotonic() > deadline:
             return received
+
+
+def _clean_up(settings: VerifySettings, run: str, topics: list[str], table: str) -> None:
+    """Drop what a run created in Kafka and PostgreSQL (the services are the user's)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka})
+    for future in admin.delete_topics(topics).values():
+        # A topic that is already gone, or a broker that went away: nothing left to drop.
+        with contextlib.suppress(Exception):
+            future.result(30)
+    with psycopg.connect(settings.postgres, autocommit=True) as connection:
+        connection.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_counts"')
+        connection.execute(
+            "DELETE FROM tidegate_sink_progress WHERE sink_name IN (%s, %s)", (f"{run}_pg", f"{run}_pg_upsert")
+        )
 
 
 def _create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
