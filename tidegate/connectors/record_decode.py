@@ -43,10 +43,11 @@ import pyarrow.json as pa_json
 # The casters of COPY FROM: the one implementation of PostgreSQL's input text in tidegate.
 from tidegate.common.copy_text import TextContext, cast_text
 from tidegate.common.result import Column
-from tidegate.common.types import SqlType
+from tidegate.common.types import SqlType, parse_type_name
+from tidegate.connectors.table_writer import ROW_ID_COLUMN
 from tidegate.errors import DataError, FeatureNotSupported, InvalidParameterValue
 
-__all__ = ["ENCODES", "DecodedRecords", "RecordDecoder"]
+__all__ = ["ENCODES", "DecodedRecords", "RecordDecoder", "decoder_for_source"]
 
 ENCODES = ("JSON", "CSV")
 # A failing JSON block this small is decoded record by record instead of split further.
@@ -458,3 +459,11 @@ def _cast_fast(values: pa.Array, sql_type: SqlType, context: _ColumnContext) -> 
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
     return cast_text(values, sql_type, context)
+
+
+def decoder_for_source(encode: str, schema: list[list[str]], options: dict[str, str]) -> RecordDecoder:
+    """The decoder of a Kafka or file source's plan node: ``schema`` lists ``[name, type text]`` of
+    the declared columns, then the hidden ``_row_id`` the source computes itself (not decoded).
+    The decoder reads its own options (``csv.delimiter``, ``csv.header``) from the WITH options."""
+    declared = [(name, parse_type_name(type_text)) for name, type_text in schema if name != ROW_ID_COLUMN]
+    return RecordDecoder(encode, [name for name, _ in declared], [t for _, t in declared], options)

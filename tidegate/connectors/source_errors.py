@@ -47,6 +47,15 @@ def parse_error_policy(options: dict[str, str]) -> ErrorPolicy:
     raise InvalidParameterValue(f"on.error = '{value}' is not one of 'record', 'skip', 'fail'")
 
 
+def error_rows(errors: list[tuple[str, bytes | None, str]]) -> pa.RecordBatch:
+    """The error table's rows for malformed records given as (location, payload, reason)."""
+    rows = [
+        {"location": location, "payload": shown_payload(payload), "error": reason}
+        for location, payload, reason in errors
+    ]
+    return pa.RecordBatch.from_pylist(rows, schema=SOURCE_ERRORS_SCHEMA)
+
+
 def shown_payload(payload: bytes | None) -> str:
     """What the error table keeps of a record's payload."""
     if payload is None:

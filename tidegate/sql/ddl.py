@@ -177,15 +177,27 @@ def bind_create_source(create: CreateSource, relation_id: int, sql: str, clock: 
             )
         for _, type_text in create.columns:
             parse_type_name(type_text)  # an unknown type is still an error
-    return _source_relation(create, relation_id, sql, options, fixed)
+    return source_relation(create, relation_id, sql, options, fixed)
 
 
 def _bind_datagen_source(
     create: CreateSource, relation_id: int, sql: str, options: dict[str, str], now_ms: int
 ) -> Relation:
+    declared = declared_source_columns(create, "datagen")
+    # Random times count back from the creation time, stored with the options: a replay, a restart
+    # and every view over the source generate the same rows.
+    options = with_base_times(options, declared, now_ms)
+    parse_datagen_options(options, declared)
+    return source_relation(create, relation_id, sql, options, declared)
+
+
+def declared_source_columns(create: CreateSource, connector: str) -> list[tuple[str, SqlType]]:
+    """The column list a datagen, Kafka or file source must declare: names once each, none taken
+    by the hidden row number."""
     if not create.columns:
         raise InvalidTableDefinition(
-            "a datagen source needs a column list: CREATE SOURCE s (id BIGINT, …) WITH (connector = 'datagen', …)"
+            f"a {connector} source needs a column list: "
+            f"CREATE SOURCE {create.name} (id BIGINT, …) WITH (connector = '{connector}', …)"
         )
     declared = [(name, parse_type_name(type_text)) for name, type_text in create.columns]
     seen: set[str] = set()
@@ -197,19 +209,15 @@ def _bind_datagen_source(
                 else f'column name "{name}" is taken by the hidden row number of a source'
             )
         seen.add(name)
-    # Random times count back from the creation time, stored with the options: a replay, a restart
-    # and every view over the source generate the same rows.
-    options = with_base_times(options, declared, now_ms)
-    parse_datagen_options(options, declared)
-    return _source_relation(create, relation_id, sql, options, declared)
+    return declared
 
 
-def _source_relation(
+def source_relation(
     create: CreateSource, relation_id: int, sql: str, options: dict[str, str], columns: list[tuple[str, SqlType]]
 ) -> Relation:
-    """A generator source's relation: ``columns``, its bound watermark, and the hidden row number (a
-    nexmark source's event number) as its key: unique and the same on every replay, so it keys the
-    rows of views."""
+    """A source's relation: ``columns``, its bound watermark, and the hidden row number as its key
+    (a nexmark event number, a datagen row number, a Kafka partition and offset, a file and byte
+    offset): unique and the same on every replay, so it keys the rows of views."""
     column_defs = [ColumnDef(name, sql_type) for name, sql_type in columns]
     watermark = bind_watermark(list(create.watermarks), column_defs)
     column_defs.append(ColumnDef(ROW_ID_COLUMN, BIGINT, False, hidden=True))

@@ -18,19 +18,15 @@ from __future__ import annotations
 from sqlglot import exp
 
 from tidegate.common.guarantee import parse_delivery_guarantee
-from tidegate.common.types import SqlType, parse_type_name
 from tidegate.connectors.sink_target import SinkSpec
-from tidegate.connectors.table_writer import ROW_ID_COLUMN
 from tidegate.errors import (
-    DuplicateColumn,
     FeatureNotSupported,
     InvalidParameterValue,
-    InvalidTableDefinition,
     UndefinedRelation,
 )
 from tidegate.meta.catalog import Catalog, ColumnDef, Relation, RelationKind
 from tidegate.meta.sink_delivery import sink_spec
-from tidegate.sql.ddl import bind_watermark
+from tidegate.sql.ddl import declared_source_columns, source_relation
 from tidegate.sql.dialect import (
     APPEND_ONLY,
     CreateSink,
@@ -55,23 +51,9 @@ def job_guarantee(options: dict[str, str], default: str) -> str:
 
 def bind_reader_source(create: CreateSource, relation_id: int, sql: str, options: dict[str, str]) -> Relation:
     """A Kafka or file source: the declared columns, checked options, and a hidden ``_row_id``."""
-    if not create.columns:
-        raise InvalidTableDefinition(
-            f"a {options['connector']} source needs a column list: CREATE SOURCE {create.name} (id BIGINT, …) WITH (…)"
-        )
-    columns = _declared_columns([(name, parse_type_name(text)) for name, text in create.columns])
-    check_reader_options(options, columns)
-    watermark = bind_watermark(list(create.watermarks), columns)
-    return Relation(
-        id=relation_id,
-        name=create.name,
-        kind=RelationKind.SOURCE,
-        columns=[*columns, ColumnDef(ROW_ID_COLUMN, parse_type_name("bigint"), False, hidden=True)],
-        pk=[len(columns)],
-        definition=sql,
-        options=options,
-        watermark=watermark,
-    )
+    declared = declared_source_columns(create, options["connector"])
+    check_reader_options(options, [ColumnDef(name, sql_type) for name, sql_type in declared])
+    return source_relation(create, relation_id, sql, options, declared)
 
 
 def bind_connector_table(table: Relation, create: exp.Create, sql: str, default_guarantee: str) -> Relation:
@@ -159,19 +141,6 @@ def check_reader_options(options: dict[str, str], columns: list[ColumnDef]) -> N
         from tidegate.connectors.file_options import check_file_source, parse_file_source_options
 
         check_file_source(parse_file_source_options(options))
-
-
-def _declared_columns(declared: list[tuple[str, SqlType]]) -> list[ColumnDef]:
-    seen: set[str] = set()
-    for name, _ in declared:
-        if name in seen or name == ROW_ID_COLUMN:
-            raise DuplicateColumn(
-                f'column "{name}" specified more than once'
-                if name in seen
-                else f'column name "{name}" is taken by the hidden row number of a source'
-            )
-        seen.add(name)
-    return [ColumnDef(name, sql_type) for name, sql_type in declared]
 
 
 # ---- sinks ---------------------------------------------------------------------------------------

@@ -37,16 +37,16 @@ import pyarrow as pa
 
 from tidegate.common.chunk import Chunk, Op
 from tidegate.common.guarantee import DeliveryGuarantee
-from tidegate.common.types import parse_type_name
 from tidegate.connectors.file_options import FileSourceOptions, parse_file_source_options
 from tidegate.connectors.read_positions import ReadPositions
-from tidegate.connectors.record_decode import RecordDecoder
-from tidegate.connectors.source_errors import SOURCE_ERRORS_SCHEMA, ErrorPolicy, shown_payload
+from tidegate.connectors.record_decode import RecordDecoder, decoder_for_source
+from tidegate.connectors.source_errors import ErrorPolicy, error_rows
 from tidegate.connectors.table_writer import ROW_ID_COLUMN
 from tidegate.errors import DataError
 from tidegate.state.state_table import StateTable
 from tidegate.stream.messages import Barrier, Message
 from tidegate.stream.operator import Operator
+from tidegate.stream.operators.source_inbox import SourceInbox, with_watermark
 from tidegate.stream.watermark import WatermarkGenerator
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,7 @@ class FileSource(Operator):
         self.source_id = source_id
         self.watermark = watermark
         self.directory = directory if directory is not None else LocalDirectory(options.path)
-        self.barriers: asyncio.Queue[Barrier] = asyncio.Queue()
-        self._barrier_ready = asyncio.Event()
+        self.inbox = SourceInbox()
         self.offset = 0  # records read (malformed ones included) by this operator
         self.malformed = 0  # malformed records of every file, committed ones included
         self._files: dict[str, _FilePosition] = {}
@@ -176,11 +175,10 @@ class FileSource(Operator):
 
     def inject(self, barrier: Barrier) -> None:
         """Called by the barrier coordinator, on the stream loop."""
-        self.barriers.put_nowait(barrier)
-        self._barrier_ready.set()
+        self.inbox.put(barrier)
 
     async def execute(self) -> AsyncIterator[Message]:
-        first = await self._next_barrier()
+        first = await self.inbox.first()
         self._restore(first.epoch.prev)
         restored = self.watermark.restore(first.epoch.prev) if self.watermark is not None else None
         yield first
@@ -189,8 +187,8 @@ class FileSource(Operator):
         if restored is not None:
             yield restored
         while True:
-            if not self.barriers.empty():
-                barrier = self.barriers.get_nowait()
+            barrier = self.inbox.take()
+            if barrier is not None:
                 self._end_epoch(barrier.epoch.prev)
                 yield barrier
                 if barrier.stops(self.actor_id):
@@ -199,10 +197,10 @@ class FileSource(Operator):
             if not self._due:
                 self._due = await self._look()
                 if not self._due:
-                    await self._wait(self.options.poll_interval_ms / 1000)
+                    await self.inbox.wait(self.options.poll_interval_ms / 1000)
                     continue
             chunk = await self._read(self._due[0])
-            async for message in self._emit(chunk):
+            async for message in with_watermark(chunk, self.watermark):
                 yield message
             # Hand the loop back so the coordinator can inject a barrier between chunks.
             await asyncio.sleep(0)
@@ -340,35 +338,8 @@ class FileSource(Operator):
         position.malformed += len(errors)
         self.malformed += len(errors)
         if policy is ErrorPolicy.RECORD:
-            rows = [
-                {"location": f"{name} byte {offsets[i]}", "payload": shown_payload(payloads[i]), "error": reason}
-                for i, reason in errors
-            ]
-            self.errors.write(Chunk.inserts(pa.RecordBatch.from_pylist(rows, schema=SOURCE_ERRORS_SCHEMA)))
-
-    async def _emit(self, chunk: Chunk | None) -> AsyncIterator[Message]:
-        watermark = None
-        if chunk is not None and self.watermark is not None:
-            chunk, watermark = self.watermark.apply(chunk)
-        if chunk is not None:
-            yield chunk
-        if watermark is not None:
-            yield watermark
-
-    # ---- waiting --------------------------------------------------------------------------------
-    async def _next_barrier(self) -> Barrier:
-        while self.barriers.empty():
-            self._barrier_ready.clear()
-            await self._barrier_ready.wait()
-        return self.barriers.get_nowait()
-
-    async def _wait(self, timeout_s: float) -> None:
-        """Wait for a barrier, or ``timeout_s`` (the poll interval)."""
-        self._barrier_ready.clear()
-        if not self.barriers.empty():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._barrier_ready.wait(), timeout_s)
+            kept = [(f"{name} byte {offsets[i]}", payloads[i], reason) for i, reason in errors]
+            self.errors.write(Chunk.inserts(error_rows(kept)))
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -395,9 +366,7 @@ def build_file_source(
     """The operator of a ``{"op": "source", "connector": "file", …}`` plan node: ``plan["schema"]``
     lists the declared columns as ``[name, type text]`` and then ``_row_id``."""
     options = parse_file_source_options(plan["options"])
-    declared = [(name, parse_type_name(type_text)) for name, type_text in plan["schema"] if name != ROW_ID_COLUMN]
-    # The decoder reads its own options (csv.delimiter, csv.header) from the WITH options.
-    decoder = RecordDecoder(plan["encode"], [name for name, _ in declared], [t for _, t in declared], plan["options"])
+    decoder = decoder_for_source(plan["encode"], plan["schema"], plan["options"])
     return FileSource(
         options,
         plan["encode"],

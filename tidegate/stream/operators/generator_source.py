@@ -22,7 +22,6 @@ the rest:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
@@ -33,6 +32,7 @@ from tidegate.common.chunk import Chunk
 from tidegate.state.state_table import StateTable
 from tidegate.stream.messages import Barrier, Message
 from tidegate.stream.operator import Operator
+from tidegate.stream.operators.source_inbox import SourceInbox, with_watermark
 from tidegate.stream.operators.table_source import SourceOffset
 from tidegate.stream.watermark import WatermarkGenerator
 
@@ -77,8 +77,7 @@ class GeneratorSource(Operator):
         self.rows_per_second = rows_per_second
         self.clock = clock
         self.watermark = watermark
-        self.barriers: asyncio.Queue[Barrier] = asyncio.Queue()
-        self._barrier_ready = asyncio.Event()
+        self.inbox = SourceInbox()
         self.offset = first_offset
         self._started_at = 0.0
         self._started_offset = first_offset
@@ -94,11 +93,10 @@ class GeneratorSource(Operator):
 
     def inject(self, barrier: Barrier) -> None:
         """Called by the barrier coordinator, on the stream loop."""
-        self.barriers.put_nowait(barrier)
-        self._barrier_ready.set()
+        self.inbox.put(barrier)
 
     async def execute(self) -> AsyncIterator[Message]:
-        first = await self._next_barrier()
+        first = await self.inbox.first()
         self.offset = self.offsets.restore(first.epoch.prev, self.first_offset)
         restored = self.watermark.restore(first.epoch.prev) if self.watermark is not None else None
         self._started_at = self._now()
@@ -109,8 +107,8 @@ class GeneratorSource(Operator):
         if restored is not None:
             yield restored
         while True:
-            if not self.barriers.empty():
-                barrier = self.barriers.get_nowait()
+            barrier = self.inbox.take()
+            if barrier is not None:
                 self.offsets.persist(self.offset)
                 self.offsets.commit(barrier.epoch.prev)
                 if self.watermark is not None:
@@ -123,35 +121,12 @@ class GeneratorSource(Operator):
             if count > 0:
                 first_row = self.offset
                 self.offset += count
-                async for message in self._emit(self.generate(first_row, count)):
+                async for message in with_watermark(self.generate(first_row, count), self.watermark):
                     yield message
                 # Hand the loop back so the coordinator can inject a barrier between chunks.
                 await asyncio.sleep(0)
                 continue
-            await self._wait(self._seconds_until_next_row())
-
-    async def _emit(self, chunk: Chunk | None) -> AsyncIterator[Message]:
-        watermark = None
-        if chunk is not None and self.watermark is not None:
-            chunk, watermark = self.watermark.apply(chunk)
-        if chunk is not None:
-            yield chunk
-        if watermark is not None:
-            yield watermark
-
-    async def _next_barrier(self) -> Barrier:
-        while self.barriers.empty():
-            self._barrier_ready.clear()
-            await self._barrier_ready.wait()
-        return self.barriers.get_nowait()
-
-    async def _wait(self, timeout_s: float | None) -> None:
-        """Wait for a barrier, or ``timeout_s`` (the next row the rate limit allows)."""
-        self._barrier_ready.clear()
-        if not self.barriers.empty():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._barrier_ready.wait(), timeout_s)
+            await self.inbox.wait(self._seconds_until_next_row())
 
     def _now(self) -> float:
         return self.clock() if self.clock is not None else asyncio.get_running_loop().time()

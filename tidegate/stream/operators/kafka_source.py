@@ -39,16 +39,16 @@ import pyarrow as pa
 
 from tidegate.common.chunk import Chunk, Op
 from tidegate.common.guarantee import DeliveryGuarantee
-from tidegate.common.types import parse_type_name
 from tidegate.connectors.kafka_options import KafkaSourceOptions, client_config, parse_kafka_source_options
 from tidegate.connectors.read_positions import ReadPositions
-from tidegate.connectors.record_decode import DecodedRecords, RecordDecoder
-from tidegate.connectors.source_errors import SOURCE_ERRORS_SCHEMA, ErrorPolicy, shown_payload
+from tidegate.connectors.record_decode import DecodedRecords, RecordDecoder, decoder_for_source
+from tidegate.connectors.source_errors import ErrorPolicy, error_rows
 from tidegate.connectors.table_writer import ROW_ID_COLUMN
 from tidegate.errors import DataError, InternalError
 from tidegate.state.state_table import StateTable
 from tidegate.stream.messages import Barrier, Message
 from tidegate.stream.operator import Operator
+from tidegate.stream.operators.source_inbox import SourceInbox, with_watermark
 from tidegate.stream.watermark import WatermarkGenerator
 
 log = logging.getLogger(__name__)
@@ -144,12 +144,11 @@ class KafkaSource(Operator):
         self.source_id = source_id
         self.watermark = watermark
         self.clock = clock
-        self.barriers: asyncio.Queue[Barrier] = asyncio.Queue()
+        self.inbox = SourceInbox()  # its ``ready`` also wakes the source when the fetch thread has a batch
         self.offset = 0  # records consumed, counting the committed offsets restored as consumed
         self.malformed = 0  # malformed records of every partition, committed ones included
         self.partitions: dict[int, _Partition] = {}
         self.fetcher: _Fetcher | None = None
-        self._wakeup = asyncio.Event()
 
     @property
     def end_offset(self) -> int | None:
@@ -163,11 +162,10 @@ class KafkaSource(Operator):
 
     def inject(self, barrier: Barrier) -> None:
         """Called by the barrier coordinator, on the stream loop."""
-        self.barriers.put_nowait(barrier)
-        self._wakeup.set()
+        self.inbox.put(barrier)
 
     async def execute(self) -> AsyncIterator[Message]:
-        first = await self._next_barrier()
+        first = await self.inbox.first()
         self._restore(first.epoch.prev)
         restored = self.watermark.restore(first.epoch.prev) if self.watermark is not None else None
         yield first
@@ -185,8 +183,8 @@ class KafkaSource(Operator):
 
     async def _run(self, fetcher: _Fetcher) -> AsyncIterator[Message]:
         while True:
-            if not self.barriers.empty():
-                barrier = self.barriers.get_nowait()
+            barrier = self.inbox.take()
+            if barrier is not None:
                 if barrier.stops(self.actor_id):
                     fetcher.stop()
                 self._end_epoch(barrier.epoch.prev)
@@ -203,9 +201,9 @@ class KafkaSource(Operator):
                 # Hand the loop back so the coordinator can inject a barrier between batches.
                 await asyncio.sleep(0)
                 continue
-            self._wakeup.clear()
-            if self.barriers.empty() and fetcher.empty():
-                await self._wakeup.wait()
+            self.inbox.ready.clear()
+            if not self.inbox.pending and fetcher.empty():
+                await self.inbox.ready.wait()
 
     # ---- positions ------------------------------------------------------------------------------
     def _restore(self, epoch: int) -> None:
@@ -263,7 +261,7 @@ class KafkaSource(Operator):
         }
         starts = {number: p.next_offset for number, p in self.partitions.items()}
         settings = _FetchSettings(self.options, config, starts, self.decoder, self.clock)
-        fetcher = _Fetcher(settings, asyncio.get_running_loop(), self._wakeup)
+        fetcher = _Fetcher(settings, asyncio.get_running_loop(), self.inbox.ready)
         fetcher.start()
         return fetcher
 
@@ -286,13 +284,8 @@ class KafkaSource(Operator):
             saved = {str(n): p.next_offset for n, p in self.partitions.items() if p.next_offset is not None}
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.positions.save, self.actor_id, self.source_id, saved)
-        watermark = None
-        if chunk is not None and self.watermark is not None:
-            chunk, watermark = self.watermark.apply(chunk)
-        if chunk is not None:
-            yield chunk
-        if watermark is not None:
-            yield watermark
+        async for message in with_watermark(chunk, self.watermark):
+            yield message
 
     def _chunk(self, fetched: _Fetched) -> Chunk | None:
         """The batch's rows; its malformed records handled per ``on.error``; the offsets moved past it."""
@@ -328,17 +321,8 @@ class KafkaSource(Operator):
             partition.malformed += 1
         self.malformed += len(errors)
         if policy is ErrorPolicy.RECORD:
-            rows = [
-                {"location": _location(fetched, i), "payload": shown_payload(fetched.payloads[i]), "error": reason}
-                for i, reason in errors
-            ]
-            self.errors.write(Chunk.inserts(pa.RecordBatch.from_pylist(rows, schema=SOURCE_ERRORS_SCHEMA)))
-
-    async def _next_barrier(self) -> Barrier:
-        while self.barriers.empty():
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        return self.barriers.get_nowait()
+            kept = [(_location(fetched, i), fetched.payloads[i], reason) for i, reason in errors]
+            self.errors.write(Chunk.inserts(error_rows(kept)))
 
 
 def _offset_row(partition: int, at: tuple[int, int]) -> dict[str, int]:
@@ -512,9 +496,7 @@ def build_kafka_source(
     """The operator of a ``{"op": "source", "connector": "kafka", …}`` plan node: ``plan["schema"]``
     lists the declared columns as ``[name, type text]`` and then ``_row_id``."""
     options = parse_kafka_source_options(plan["options"])
-    declared = [(name, parse_type_name(type_text)) for name, type_text in plan["schema"] if name != ROW_ID_COLUMN]
-    # The decoder reads its own options (csv.delimiter) from the WITH options.
-    decoder = RecordDecoder(plan["encode"], [name for name, _ in declared], [t for _, t in declared], plan["options"])
+    decoder = decoder_for_source(plan["encode"], plan["schema"], plan["options"])
     return KafkaSource(
         options,
         decoder,
