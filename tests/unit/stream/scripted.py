@@ -51,8 +51,11 @@ class ScriptedSource(Operator):
             yield message
 
 
-def run(operator: Operator, on_message: Callable[[Message], None] | None = None) -> list[Message]:
-    """The operator's whole output stream (the operator must end when its input ends)."""
+def run(
+    operator: Operator, on_message: Callable[[Message], None] | None = None, timeout_s: float | None = None
+) -> list[Message]:
+    """The operator's whole output stream (the operator must end when its input ends); with
+    ``timeout_s``, a hang fails after that long instead of blocking the test run."""
 
     async def collect() -> list[Message]:
         out: list[Message] = []
@@ -62,7 +65,10 @@ def run(operator: Operator, on_message: Callable[[Message], None] | None = None)
             out.append(message)
         return out
 
-    return asyncio.run(collect())
+    async def bounded() -> list[Message]:
+        return await asyncio.wait_for(collect(), timeout_s)
+
+    return asyncio.run(bounded())
 
 
 def barrier(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pytest
-from scripted import barrier, chunk, inserts
+from scripted import barrier, chunk, inserts, run
 
 from tidegate.state.state_table import StateTable
 from tidegate.state.store import MemoryStateStore
@@ -73,19 +73,7 @@ def stop(curr: int, prev: int | None = None) -> Barrier:
 
 def collect(operator: Operator, on_message: Callable[[Message], None] | None = None) -> list[Message]:
     """The operator's whole output; a hang fails after ``TIMEOUT_S``."""
-
-    async def drain() -> list[Message]:
-        out: list[Message] = []
-        async for message in operator.execute():
-            if on_message is not None:
-                on_message(message)
-            out.append(message)
-        return out
-
-    async def bounded() -> list[Message]:
-        return await asyncio.wait_for(drain(), TIMEOUT_S)
-
-    return asyncio.run(bounded())
+    return run(operator, on_message, timeout_s=TIMEOUT_S)
 
 
 def labels(output: list[Message]) -> list[object]:

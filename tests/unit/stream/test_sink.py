@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from scripted import ScriptedSource, barrier, chunk, deletes, inserts
+from scripted import ScriptedSource, barrier, chunk, deletes, inserts, run
 
 from tidegate.common.chunk import Op
 from tidegate.common.guarantee import DeliveryGuarantee
@@ -100,18 +100,8 @@ def make_sink(
 
 
 def collect(operator: Operator, on_message: Callable[[Message], None] | None = None) -> list[Message]:
-    async def drain() -> list[Message]:
-        out: list[Message] = []
-        async for message in operator.execute():
-            if on_message is not None:
-                on_message(message)
-            out.append(message)
-        return out
-
-    async def bounded() -> list[Message]:
-        return await asyncio.wait_for(drain(), TIMEOUT_S)
-
-    return asyncio.run(bounded())
+    """The operator's whole output; a hang fails after ``TIMEOUT_S``."""
+    return run(operator, on_message, timeout_s=TIMEOUT_S)
 
 
 def log_rows(store: MemoryStateStore, epoch: int) -> list[tuple[Any, ...]]:
