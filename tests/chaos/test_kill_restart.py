@@ -54,6 +54,7 @@ class Truth:
         self.rows: dict[int, int] = {}
         self.in_flight: tuple[str, int, int | None] | None = None
         self.acknowledged = 0
+        self.errors: list[str] = []  # writes refused for another reason than the kill
 
     def apply(self, rows: dict[int, int], change: tuple[str, int, int | None]) -> dict[int, int]:
         kind, key, value = change
@@ -86,7 +87,7 @@ def writer(port: int, truth: Truth, rng: random.Random, stop: threading.Event) -
             choice = rng.random()
             if choice < 0.1:
                 change = ("insert_many", next_key, None)
-                statement = "INSERT INTO t SELECT i, i % 97 - 40 FROM generate_series(%s::INT, %s::INT) AS g(i)"
+                statement = "INSERT INTO t SELECT i, i %% 97 - 40 FROM generate_series(%s::INT, %s::INT) AS g(i)"
                 params = (next_key, next_key + BATCH_ROWS - 1)  # type: ignore[assignment]
                 next_key += BATCH_ROWS
             elif choice < 0.6 or len(truth.rows) < 5:
@@ -106,8 +107,10 @@ def writer(port: int, truth: Truth, rng: random.Random, stop: threading.Event) -
             truth.rows = truth.apply(truth.rows, change)
             truth.in_flight = None
             truth.acknowledged += 1
-    except psycopg.Error:
+    except psycopg.OperationalError:
         return  # the server was killed mid-statement: in_flight stays set
+    except psycopg.Error as error:  # a statement the server (or psycopg) refused: a bug, not a kill
+        truth.errors.append(f"{type(error).__name__}: {error}")
 
 
 def check(conn: psycopg.Connection, truth: Truth, seed: int) -> None:
@@ -186,4 +189,5 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
+    assert not truth.errors, f"seed {SEED}: writes were refused: {truth.errors}"
     assert truth.acknowledged > 20, "too few writes were acknowledged for the test to mean anything"
